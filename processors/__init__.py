@@ -1,0 +1,1 @@
+"""coffea processors shipped with advsyst (installed as ``advsyst.processors``)."""
