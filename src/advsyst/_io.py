@@ -92,7 +92,11 @@ def versions() -> dict[str, str]:
     """Versions of Python, advsyst and the scientific stack actually imported."""
     from advsyst import __version__
 
-    out = {"python": sys.version.split()[0], "platform": platform.platform(), "advsyst": __version__}
+    out = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "advsyst": __version__,
+    }
     for mod in ("numpy", "torch", "awkward", "uproot", "coffea", "hist", "dask", "pyhf", "numba"):
         m = sys.modules.get(mod)
         if m is None:

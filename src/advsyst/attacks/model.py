@@ -71,7 +71,9 @@ class ModelAdapter:
     # ------------------------------------------------------------------ helpers
     def _check_x(self, X: np.ndarray | torch.Tensor) -> None:
         if X.ndim != 2:
-            raise InputError(f"features must be a 2-D (events, features) array, got shape {tuple(X.shape)}")
+            raise InputError(
+                f"features must be a 2-D (events, features) array, got shape {tuple(X.shape)}"
+            )
         if self.n_features is not None and X.shape[1] != self.n_features:
             raise InputError(
                 f"model expects {self.n_features} features but the input has {X.shape[1]}"
@@ -114,7 +116,9 @@ class ModelAdapter:
             if self.output == "probability":
                 p = raw.clamp(1e-7, 1 - 1e-7)
                 return torch.stack([torch.log1p(-p), torch.log(p)], dim=1)
-            return torch.stack([torch.nn.functional.logsigmoid(-raw), torch.nn.functional.logsigmoid(raw)], 1)
+            return torch.stack(
+                [torch.nn.functional.logsigmoid(-raw), torch.nn.functional.logsigmoid(raw)], 1
+            )
         return torch.log_softmax(raw, dim=1)
 
     def _tensor(self, X: np.ndarray) -> torch.Tensor:
@@ -155,7 +159,9 @@ class ModelAdapter:
             logp = self._log_probs(self._raw(xb))
             tb = torch.as_tensor(target[s : s + self.batch_size], device=self.device)
             if tb.numel() and int(tb.max()) >= logp.shape[1]:
-                raise InputError(f"label {int(tb.max())} out of range for a {logp.shape[1]}-class model")
+                raise InputError(
+                    f"label {int(tb.max())} out of range for a {logp.shape[1]}-class model"
+                )
             loss = -logp.gather(1, tb[:, None]).sum()
             (g,) = torch.autograd.grad(loss, xb)
             grads.append(g.detach().cpu().numpy())
