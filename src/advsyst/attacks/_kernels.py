@@ -1,0 +1,858 @@
+"""Numba kernels of CONSERVAttack: candidate scoring and exact state updates.
+
+State (all float64, mutated in place by :func:`apply_move`):
+
+* ``H0, H`` (d, S): clean and current weighted counts per histogram slot; ``T`` their total.
+* ``Ssum`` (d,): Σ_k f(p_k, q_k) per feature, JSD_j = sqrt(Ssum_j).
+* ``mean`` (d,), ``cov`` (d, d), ``sig`` (d,) = sqrt(diag(cov)); ``W`` = Σ w (constraint set).
+* ``Ccur`` (d, d): current correlation; ``C0`` clean correlation; ``F2[0]`` = ‖Ccur − C0‖²_F.
+* ``valid`` (d,): features taking part in the correlation (zero-variance ones do not).
+
+Every candidate costs O(1) after an O(d) preparation per (event, feature); see
+DESIGN.md "CONSERVAttack: the semantics we implement" for the closed form.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+MODE_CUMULATIVE = 0
+MODE_PER_CHANGE = 1
+_LOG2E = 1.4426950408889634
+
+
+@njit(cache=True, inline="always")
+def _f(p, q):
+    # ½[p log2(2p/(p+q)) + q log2(2q/(p+q))], 0 log 0 = 0
+    m = p + q
+    out = 0.0
+    if p > 0.0:
+        out += p * np.log(2.0 * p / m)
+    if q > 0.0:
+        out += q * np.log(2.0 * q / m)
+    return 0.5 * out * _LOG2E
+
+
+@njit(cache=True, inline="always")
+def _slot(x, edges_j, lo, inv_w, K):
+    # 0 = underflow, 1..K inner bins, K+1 overflow; exact against the stored edges
+    if x < edges_j[0]:
+        return 0
+    if x >= edges_j[K]:
+        return K if x == edges_j[K] else K + 1
+    b = int((x - lo) * inv_w) + 1
+    if b < 1:
+        b = 1
+    if b > K:
+        b = K
+    while b > 1 and x < edges_j[b - 1]:
+        b -= 1
+    while b < K and x >= edges_j[b]:
+        b += 1
+    return b
+
+
+@njit(cache=True, inline="always")
+def _mix(z, v):
+    z = z ^ (
+        np.uint64(v) + np.uint64(0x9E3779B97F4A7C15) + (z << np.uint64(6)) + (z >> np.uint64(2))
+    )
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, inline="always")
+def _uniform(seed, a, b, c, d):
+    # counter-based splitmix64 hash -> uniform in [0, 1); deterministic for any threading
+    z = _mix(np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15), a)
+    z = _mix(_mix(_mix(z, b), c), d)
+    return float(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True)
+def score_feature(
+    x,
+    w,
+    j,
+    s,
+    lo_j,
+    hi_j,
+    mc,
+    st,
+    ncand,
+    maxc,
+    is_int,
+    rseed,
+    it,
+    ev,
+    edges,
+    lo_e,
+    inv_w,
+    H0,
+    H,
+    T,
+    Ssum,
+    mean,
+    cov,
+    sig,
+    Ccur,
+    Cref,
+    valid,
+    F2,
+    W,
+    mode,
+    max_jsd,
+    max_frob,
+    norm0,
+    alpha,
+    beta,
+    constrained,
+    allow_inadmissible,
+):
+    """Best move of feature ``j`` of one event.
+
+    Returns (delta, score, status): status 1 = admissible move found, 2 = inadmissible
+    move returned (``allow_inadmissible``), 0 = no move.
+    """
+    xj = x[j]
+    if s == 0.0:
+        return 0.0, 0.0, 0
+    # reachable distance in the gradient-sign direction
+    dist = hi_j - xj if s > 0 else xj - lo_j
+    if dist <= 0.0:
+        return 0.0, 0.0, 0
+    if not constrained:
+        # moves of events outside the constraint set leave the monitored statistics alone:
+        # take the smallest candidate (minimal perturbation)
+        d0 = 1.0 if is_int else mc
+        if d0 <= 0.0:
+            d0 = st
+        if d0 > dist:
+            return 0.0, 0.0, 0
+        return s * d0, 0.0, 1
+
+    d = x.shape[0]
+    K = edges.shape[1] - 1
+    r = w / W
+    # --- O(d) preparation of the five sums (row j of the correlation) ---
+    corr_j = valid[j] and sig[j] > 0.0
+    sAA = 0.0
+    sAB = 0.0
+    sBB = 0.0
+    scA = 0.0
+    scB = 0.0
+    scc = 0.0
+    rowsq = 0.0
+    if corr_j:
+        for k in range(d):
+            if k == j or not valid[k]:
+                continue
+            sk = sig[k]
+            A = cov[j, k] / sk
+            B = r * (x[k] - mean[k]) / sk
+            c = Cref[j, k]
+            sAA += A * A
+            sAB += A * B
+            sBB += B * B
+            scA += c * A
+            scB += c * B
+            scc += c * c
+            e = Ccur[j, k] - Cref[j, k]
+            rowsq += e * e
+    R = F2 - 2.0 * rowsq
+    varj = cov[j, j]
+    dxj = xj - mean[j]
+    # --- JSD pieces that do not depend on the candidate ---
+    a = _slot(xj, edges[j], lo_e[j], inv_w[j], K)
+    wT = w / T
+    pa = H0[j, a] / T
+    qa = H[j, a] / T
+    dfa = _f(pa, qa - wT) - _f(pa, qa)
+    Sj = Ssum[j]
+    max_jsd2 = max_jsd * max_jsd
+    maxF2 = (max_frob * norm0) ** 2 if mode == MODE_CUMULATIVE else 0.5 * max_frob * max_frob
+
+    best_d = 0.0
+    best_sc = np.inf
+    found = 0
+    any_d = 0.0
+    any_sc = np.inf
+    if is_int:
+        n_c = int(np.floor(dist + 1e-12))
+        if n_c > maxc:
+            n_c = maxc
+    elif ncand > 0:
+        n_c = ncand
+    else:
+        if mc > dist:
+            return 0.0, 0.0, 0
+        n_c = int((dist - mc) / st) + 1 if st > 0 else 1
+        if n_c > maxc:
+            n_c = maxc
+    for c_i in range(n_c):
+        if is_int:
+            mag = float(c_i + 1)
+        elif ncand > 0:
+            lo_m = mc if mc < dist else 0.0
+            mag = lo_m + (dist - lo_m) * (1.0 - _uniform(rseed, it, ev, j, c_i))
+        else:
+            mag = mc + c_i * st
+        if mag > dist:
+            break
+        delta = s * mag
+        xn = xj + delta
+        b = _slot(xn, edges[j], lo_e[j], inv_w[j], K)
+        dS = 0.0
+        if b != a:
+            pb = H0[j, b] / T
+            qb = H[j, b] / T
+            dS = dfa + _f(pb, qb + wT) - _f(pb, qb)
+        jsd2 = Sj + dS
+        if jsd2 < 0.0:
+            jsd2 = 0.0
+        jsd = np.sqrt(jsd2)
+        if corr_j:
+            v = varj + 2.0 * delta * r * dxj + delta * delta * r * (1.0 - r)
+            if v < 1e-300:
+                v = 1e-300
+            rs = (
+                (sAA + 2.0 * delta * sAB + delta * delta * sBB) / v
+                - 2.0 * (scA + delta * scB) / np.sqrt(v)
+                + scc
+            )
+            if rs < 0.0:
+                rs = 0.0
+        else:
+            rs = 0.0
+        if mode == MODE_CUMULATIVE:
+            F2n = R + 2.0 * rs
+            if F2n < 0.0:
+                F2n = 0.0
+            corr_term = np.sqrt(F2n) / norm0
+            ok = jsd2 <= max_jsd2 and F2n <= maxF2
+        else:
+            corr_term = np.sqrt(2.0 * rs)
+            ok = jsd2 <= max_jsd2 and rs <= maxF2
+        sc = alpha * jsd + beta * corr_term
+        if ok and sc < best_sc:
+            best_sc = sc
+            best_d = delta
+            found = 1
+        if sc < any_sc:
+            any_sc = sc
+            any_d = delta
+    if found:
+        return best_d, best_sc, 1
+    if allow_inadmissible and any_sc < np.inf:
+        return any_d, any_sc, 2
+    return 0.0, 0.0, 0
+
+
+@njit(cache=True)
+def apply_move(
+    x,
+    w,
+    j,
+    delta,
+    edges,
+    lo_e,
+    inv_w,
+    H0,
+    H,
+    T,
+    Ssum,
+    mean,
+    cov,
+    sig,
+    Ccur,
+    C0,
+    valid,
+    F2,
+    W,
+):
+    """x[j] += delta and the exact O(d) update of every tracked statistic."""
+    d = x.shape[0]
+    K = edges.shape[1] - 1
+    xj = x[j]
+    xn = xj + delta
+    # histogram + running JS sum
+    a = _slot(xj, edges[j], lo_e[j], inv_w[j], K)
+    b = _slot(xn, edges[j], lo_e[j], inv_w[j], K)
+    if a != b:
+        pa = H0[j, a] / T
+        pb = H0[j, b] / T
+        qa = H[j, a] / T
+        qb = H[j, b] / T
+        Ssum[j] += _f(pa, qa - w / T) - _f(pa, qa) + _f(pb, qb + w / T) - _f(pb, qb)
+        H[j, a] -= w
+        H[j, b] += w
+    # moments
+    r = w / W
+    old_rowsq = 0.0
+    if valid[j]:
+        for k in range(d):
+            if k != j and valid[k]:
+                e = Ccur[j, k] - C0[j, k]
+                old_rowsq += e * e
+    dvar = 2.0 * delta * r * (xj - mean[j]) + delta * delta * r * (1.0 - r)
+    for k in range(d):
+        if k != j:
+            dk = delta * r * (x[k] - mean[k])
+            cov[j, k] += dk
+            cov[k, j] += dk
+    cov[j, j] += dvar
+    mean[j] += delta * r
+    sig[j] = np.sqrt(cov[j, j]) if cov[j, j] > 0.0 else 0.0
+    x[j] = xn
+    if valid[j]:
+        new_rowsq = 0.0
+        for k in range(d):
+            if k != j and valid[k]:
+                rho = cov[j, k] / (sig[j] * sig[k]) if sig[j] > 0.0 else 0.0
+                Ccur[j, k] = rho
+                Ccur[k, j] = rho
+                e = rho - C0[j, k]
+                new_rowsq += e * e
+        F2[0] += 2.0 * (new_rowsq - old_rowsq)
+        if F2[0] < 0.0:
+            F2[0] = 0.0
+
+
+@njit(cache=True, parallel=True)
+def score_block(
+    X,
+    wts,
+    cons,
+    events,
+    sign,
+    movable,
+    lo,
+    hi,
+    mc,
+    st,
+    ncand,
+    maxc,
+    is_int,
+    rseed,
+    it,
+    randomize,
+    edges,
+    lo_e,
+    inv_w,
+    H0,
+    H,
+    T,
+    Ssum,
+    mean,
+    cov,
+    sig,
+    Ccur,
+    C0,
+    valid,
+    F2,
+    W,
+    mode,
+    max_jsd,
+    max_frob,
+    norm0,
+    alpha,
+    beta,
+    allow_inadmissible,
+):
+    """Score every movable feature of every event in ``events`` against the current state."""
+    m = events.shape[0]
+    d = X.shape[1]
+    deltas = np.zeros((m, d))
+    status = np.zeros((m, d), dtype=np.int8)
+    Cref = C0 if mode == MODE_CUMULATIVE else Ccur
+    for t in prange(m):
+        i = events[t]
+        x = X[i]
+        for j in range(d):
+            if not movable[i, j]:
+                continue
+            stp = st[j]
+            if randomize:
+                stp = stp * (0.5 + _uniform(rseed, it, i, j, 1 << 30))
+            dl, sc, stt = score_feature(
+                x,
+                wts[i],
+                j,
+                sign[t, j],
+                lo[j],
+                hi[j],
+                mc[j],
+                stp,
+                ncand,
+                maxc,
+                is_int[j],
+                rseed,
+                it,
+                i,
+                edges,
+                lo_e,
+                inv_w,
+                H0,
+                H,
+                T,
+                Ssum,
+                mean,
+                cov,
+                sig,
+                Ccur,
+                Cref,
+                valid,
+                F2[0],
+                W,
+                mode,
+                max_jsd,
+                max_frob,
+                norm0,
+                alpha,
+                beta,
+                cons[i],
+                allow_inadmissible,
+            )
+            deltas[t, j] = dl
+            status[t, j] = stt
+    return deltas, status
+
+
+@njit(cache=True)
+def apply_block(
+    X,
+    wts,
+    cons,
+    events,
+    sign,
+    deltas,
+    status,
+    lo,
+    hi,
+    mc,
+    st,
+    ncand,
+    maxc,
+    is_int,
+    rseed,
+    it,
+    randomize,
+    edges,
+    lo_e,
+    inv_w,
+    H0,
+    H,
+    T,
+    Ssum,
+    mean,
+    cov,
+    sig,
+    Ccur,
+    C0,
+    valid,
+    F2,
+    W,
+    mode,
+    max_jsd,
+    max_frob,
+    norm0,
+    alpha,
+    beta,
+    enforce,
+):
+    """Apply scored moves event by event with exact updates.
+
+    With ``enforce`` (cumulative budget) a move that would leave the data set outside the
+    budget is undone at once and that feature is re-scored against the current state (the
+    closed form is exact there, so the new choice is admissible or no move).  Returns the
+    number of moves that were undone.
+    """
+    m = events.shape[0]
+    d = X.shape[1]
+    max_jsd2 = max_jsd * max_jsd
+    maxF2 = (max_frob * norm0) ** 2
+    undone = 0
+    for t in range(m):
+        i = events[t]
+        for j in range(d):
+            if status[t, j] == 0:
+                continue
+            dl = deltas[t, j]
+            if not cons[i]:
+                X[i, j] += dl
+                continue
+            old = X[i, j]
+            apply_move(
+                X[i],
+                wts[i],
+                j,
+                dl,
+                edges,
+                lo_e,
+                inv_w,
+                H0,
+                H,
+                T,
+                Ssum,
+                mean,
+                cov,
+                sig,
+                Ccur,
+                C0,
+                valid,
+                F2,
+                W,
+            )
+            if enforce and (Ssum[j] > max_jsd2 or F2[0] > maxF2):
+                apply_move(
+                    X[i],
+                    wts[i],
+                    j,
+                    old - X[i, j],
+                    edges,
+                    lo_e,
+                    inv_w,
+                    H0,
+                    H,
+                    T,
+                    Ssum,
+                    mean,
+                    cov,
+                    sig,
+                    Ccur,
+                    C0,
+                    valid,
+                    F2,
+                    W,
+                )
+                X[i, j] = old
+                undone += 1
+                stp = st[j]
+                if randomize:
+                    stp = stp * (0.5 + _uniform(rseed, it, i, j, 1 << 30))
+                dl2, sc2, stt2 = score_feature(
+                    X[i],
+                    wts[i],
+                    j,
+                    sign[t, j],
+                    lo[j],
+                    hi[j],
+                    mc[j],
+                    stp,
+                    ncand,
+                    maxc,
+                    is_int[j],
+                    rseed,
+                    it,
+                    i,
+                    edges,
+                    lo_e,
+                    inv_w,
+                    H0,
+                    H,
+                    T,
+                    Ssum,
+                    mean,
+                    cov,
+                    sig,
+                    Ccur,
+                    C0,
+                    valid,
+                    F2[0],
+                    W,
+                    mode,
+                    max_jsd,
+                    max_frob,
+                    norm0,
+                    alpha,
+                    beta,
+                    True,
+                    False,
+                )
+                status[t, j] = 0
+                if stt2 == 1:
+                    apply_move(
+                        X[i],
+                        wts[i],
+                        j,
+                        dl2,
+                        edges,
+                        lo_e,
+                        inv_w,
+                        H0,
+                        H,
+                        T,
+                        Ssum,
+                        mean,
+                        cov,
+                        sig,
+                        Ccur,
+                        C0,
+                        valid,
+                        F2,
+                        W,
+                    )
+                    if Ssum[j] > max_jsd2 or F2[0] > maxF2:  # rounding at the very edge
+                        apply_move(
+                            X[i],
+                            wts[i],
+                            j,
+                            old - X[i, j],
+                            edges,
+                            lo_e,
+                            inv_w,
+                            H0,
+                            H,
+                            T,
+                            Ssum,
+                            mean,
+                            cov,
+                            sig,
+                            Ccur,
+                            C0,
+                            valid,
+                            F2,
+                            W,
+                        )
+                        X[i, j] = old
+                    else:
+                        deltas[t, j] = dl2
+                        status[t, j] = 1
+    return undone
+
+
+@njit(cache=True)
+def exact_pass(
+    X,
+    wts,
+    cons,
+    events,
+    sign,
+    movable,
+    lo,
+    hi,
+    mc,
+    st,
+    ncand,
+    maxc,
+    is_int,
+    rseed,
+    it,
+    randomize,
+    edges,
+    lo_e,
+    inv_w,
+    H0,
+    H,
+    T,
+    Ssum,
+    mean,
+    cov,
+    sig,
+    Ccur,
+    C0,
+    valid,
+    F2,
+    W,
+    mode,
+    max_jsd,
+    max_frob,
+    norm0,
+    alpha,
+    beta,
+    allow_inadmissible,
+):
+    """The sequential oracle: events in order; under the cumulative budget each feature is
+    scored against the state left by every earlier move (features in index order); under
+    ``per_change`` all features of an event are scored first and applied together."""
+    m = events.shape[0]
+    d = X.shape[1]
+    moved = np.zeros(m, dtype=np.int8)
+    undone = 0
+    one = np.zeros(1, dtype=np.int64)
+    for t in range(m):
+        i = events[t]
+        one[0] = i
+        if mode == MODE_CUMULATIVE:
+            for j in range(d):
+                if not movable[i, j]:
+                    continue
+                stp = st[j]
+                if randomize:
+                    stp = stp * (0.5 + _uniform(rseed, it, i, j, 1 << 30))
+                dl, sc, stt = score_feature(
+                    X[i],
+                    wts[i],
+                    j,
+                    sign[t, j],
+                    lo[j],
+                    hi[j],
+                    mc[j],
+                    stp,
+                    ncand,
+                    maxc,
+                    is_int[j],
+                    rseed,
+                    it,
+                    i,
+                    edges,
+                    lo_e,
+                    inv_w,
+                    H0,
+                    H,
+                    T,
+                    Ssum,
+                    mean,
+                    cov,
+                    sig,
+                    Ccur,
+                    C0,
+                    valid,
+                    F2[0],
+                    W,
+                    mode,
+                    max_jsd,
+                    max_frob,
+                    norm0,
+                    alpha,
+                    beta,
+                    cons[i],
+                    allow_inadmissible,
+                )
+                if stt == 0:
+                    continue
+                dls = np.zeros((1, d))
+                sts = np.zeros((1, d), dtype=np.int8)
+                dls[0, j] = dl
+                sts[0, j] = stt
+                undone += apply_block(
+                    X,
+                    wts,
+                    cons,
+                    one,
+                    sign[t : t + 1],
+                    dls,
+                    sts,
+                    lo,
+                    hi,
+                    mc,
+                    st,
+                    ncand,
+                    maxc,
+                    is_int,
+                    rseed,
+                    it,
+                    randomize,
+                    edges,
+                    lo_e,
+                    inv_w,
+                    H0,
+                    H,
+                    T,
+                    Ssum,
+                    mean,
+                    cov,
+                    sig,
+                    Ccur,
+                    C0,
+                    valid,
+                    F2,
+                    W,
+                    mode,
+                    max_jsd,
+                    max_frob,
+                    norm0,
+                    alpha,
+                    beta,
+                    True,
+                )
+                if sts[0, j] != 0:
+                    moved[t] = 1
+        else:
+            dls, sts = score_block(
+                X,
+                wts,
+                cons,
+                one,
+                sign[t : t + 1],
+                movable,
+                lo,
+                hi,
+                mc,
+                st,
+                ncand,
+                maxc,
+                is_int,
+                rseed,
+                it,
+                randomize,
+                edges,
+                lo_e,
+                inv_w,
+                H0,
+                H,
+                T,
+                Ssum,
+                mean,
+                cov,
+                sig,
+                Ccur,
+                C0,
+                valid,
+                F2,
+                W,
+                mode,
+                max_jsd,
+                max_frob,
+                norm0,
+                alpha,
+                beta,
+                allow_inadmissible,
+            )
+            apply_block(
+                X,
+                wts,
+                cons,
+                one,
+                sign[t : t + 1],
+                dls,
+                sts,
+                lo,
+                hi,
+                mc,
+                st,
+                ncand,
+                maxc,
+                is_int,
+                rseed,
+                it,
+                randomize,
+                edges,
+                lo_e,
+                inv_w,
+                H0,
+                H,
+                T,
+                Ssum,
+                mean,
+                cov,
+                sig,
+                Ccur,
+                C0,
+                valid,
+                F2,
+                W,
+                mode,
+                max_jsd,
+                max_frob,
+                norm0,
+                alpha,
+                beta,
+                False,
+            )
+            for j in range(d):
+                if sts[0, j] != 0:
+                    moved[t] = 1
+    return moved, undone

@@ -1,0 +1,167 @@
+"""Configuration of CONSERVAttack (the paper's Table 2 plus advsyst's extensions)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from advsyst.errors import ConfigError
+
+__all__ = ["ConservAttackConfig", "ALIASES"]
+
+#: shorter spellings accepted by :meth:`ConservAttackConfig.from_dict`
+ALIASES = {
+    "max_jsd": "max_jsd_single_change",
+    "max_dfn": "max_frob_single_change",
+    "max_frob": "max_frob_single_change",
+    "n_iter": "n_iterations",
+    "iterations": "n_iterations",
+    "bins": "num_bins",
+}
+
+
+@dataclass
+class ConservAttackConfig:
+    """Every knob of the attack.
+
+    Paper parameters (Table 2)
+    --------------------------
+    min_change, step
+        Candidate grid ``min_change + k·step`` in the gradient-sign direction, up to the
+        feature bound (in ``units``).
+    num_candidates
+        If set, that many uniform draws in the reachable range replace the grid.
+    n_iterations, num_bins, alpha, beta
+        Iterations; histogram bins for the JSD; weights of JSD and ΔFN in the score.
+    max_jsd_single_change, max_frob_single_change
+        The two limits.  ``budget="cumulative"`` (default): the returned data set has every
+        feature's JSD to its clean histogram ≤ the first and ΔFN = ‖C−C0‖/‖C0‖ ≤ the second
+        (checked by exact recomputation).  ``budget="per_change"``: the reference code's
+        semantics (JSD of the moved feature after the move, absolute Frobenius norm of the
+        change one move makes to the current correlation matrix).
+    use_no_change
+        No admissible candidate -> no move.  With ``False`` under ``per_change`` the
+        best-scoring candidate is applied even if above the per-change limits (as the
+        paper); under ``cumulative`` the limits are hard and ``False`` only logs a warning.
+    optimize_already_fooled
+        Keep moving events that already fool the model.
+    use_disco
+        Monitor distance correlation (on ``disco_subsample`` constraint events) instead of
+        Pearson correlation for the second term.  Costs O(m) per candidate.
+
+    advsyst extensions
+    ------------------
+    randomize_step
+        Scale the step per event and iteration by a uniform factor in [0.5, 1.5).
+    units
+        ``"absolute"`` or ``"range"`` (min_change/step as fractions of each feature's range).
+    method
+        ``"fast"`` (blocks of events scored against one snapshot, applied with exact
+        updates and a budget check) or ``"exact"`` (strictly sequential; the test oracle).
+    target
+        ``"prediction"`` (fool = flip the clean prediction) or ``"label"`` (use ``y``).
+    immutable, integer_features, default_value, bounds
+        Features never moved; features moved in integer steps; entries equal to
+        ``default_value`` never moved; per-feature ``[lo, hi]`` (default: the clean range).
+    """
+
+    min_change: float = 0.005
+    step: float = 0.01
+    num_candidates: int | None = None
+    max_candidates: int = 2000
+    n_iterations: int = 10
+    num_bins: int = 200
+    alpha: float = 6.5
+    beta: float = 1.0
+    max_jsd_single_change: float = 0.003
+    max_frob_single_change: float = 0.003
+    use_no_change: bool = True
+    optimize_already_fooled: bool = False
+    use_disco: bool = False
+    disco_subsample: int = 300
+    randomize_step: bool = False
+    budget: str = "cumulative"
+    units: str = "absolute"
+    method: str = "fast"
+    block_size: int = 2048
+    target: str = "prediction"
+    immutable: Sequence[int] = field(default_factory=list)
+    integer_features: Sequence[int] = field(default_factory=list)
+    default_value: float | None = None
+    bounds: Sequence[Sequence[float]] | None = None
+    track_best: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    batch_size: int = 16384
+    model_output: str = "auto"
+    threshold: float = 0.5
+    n_gpus: int | None = None  # accepted for paper compatibility; one device is used
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(msg: str) -> None:
+            raise ConfigError(msg)
+
+        if self.budget not in ("cumulative", "per_change"):
+            bad(f"budget must be 'cumulative' or 'per_change', got {self.budget!r}")
+        if self.units not in ("absolute", "range"):
+            bad(f"units must be 'absolute' or 'range', got {self.units!r}")
+        if self.method not in ("fast", "exact"):
+            bad(f"method must be 'fast' or 'exact', got {self.method!r}")
+        if self.target not in ("prediction", "label"):
+            bad(f"target must be 'prediction' or 'label', got {self.target!r}")
+        if self.model_output not in ("auto", "probability", "logit"):
+            bad(f"model_output must be auto/probability/logit, got {self.model_output!r}")
+        for name in ("min_change", "step", "max_jsd_single_change", "max_frob_single_change"):
+            v = getattr(self, name)
+            if not isinstance(v, int | float) or v < 0:
+                bad(f"{name} must be a non-negative number, got {v!r}")
+        if self.step <= 0 and self.num_candidates is None:
+            bad("step must be > 0 (or set num_candidates)")
+        for name in ("n_iterations", "num_bins", "block_size", "batch_size", "max_candidates"):
+            v = getattr(self, name)
+            if (
+                not isinstance(v, int)
+                or isinstance(v, bool)
+                or v < (0 if name == "n_iterations" else 1)
+            ):
+                bad(f"{name} must be a positive integer, got {v!r}")
+        if self.num_candidates is not None and (
+            not isinstance(self.num_candidates, int) or self.num_candidates < 1
+        ):
+            bad(f"num_candidates must be a positive integer or null, got {self.num_candidates!r}")
+        if self.alpha < 0 or self.beta < 0:
+            bad("alpha and beta must be >= 0")
+
+    # -- conversion -----------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None = None, **overrides: Any) -> ConservAttackConfig:
+        """Build from a mapping (e.g. a YAML file); unknown keys raise :class:`ConfigError`."""
+        merged: dict[str, Any] = {}
+        known = set(cls.field_names())
+        for key, val in {**dict(d or {}), **overrides}.items():
+            name = ALIASES.get(key, key)
+            if name not in known:
+                raise ConfigError(
+                    f"unknown CONSERVAttack config key {key!r}; valid keys: {sorted(known)} "
+                    f"(aliases: {sorted(ALIASES)})"
+                )
+            merged[name] = val
+        return cls(**merged)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
+        }
+
+    def replace(self, **changes: Any) -> ConservAttackConfig:
+        return ConservAttackConfig.from_dict(self.to_dict(), **changes)

@@ -1,0 +1,486 @@
+"""CONSERVAttack: flip a tagger's decisions while every feature's marginal distribution
+(JSD) and the linear correlations (ΔFN) of the data set stay within a budget.
+
+The engine works on NumPy arrays and a torch model only (no coffea).  Candidate scoring and
+the exact state updates are numba kernels (:mod:`advsyst.attacks._kernels`); gradients
+come from the model on ``config.device`` (CPU or GPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from advsyst._io import provenance
+from advsyst.attacks import _kernels as K
+from advsyst.attacks.config import ConservAttackConfig
+from advsyst.attacks.model import ModelAdapter, as_adapter
+from advsyst.attacks.result import AttackResult
+from advsyst.errors import BudgetViolation, ConfigError, InputError
+from advsyst.stats import FeatureBinning, check_finite, delta_fn, js_term, jsd_per_feature
+
+__all__ = ["ConservAttack", "conservattack", "MIN_CONSTRAINT_EVENTS"]
+
+log = logging.getLogger(__name__)
+
+#: fewer events than this in the constraint set make dataset-level statistics meaningless
+MIN_CONSTRAINT_EVENTS = 10
+
+
+def _bool_mask(mask: Any, n: int, name: str, default: bool = True) -> np.ndarray:
+    if mask is None:
+        return np.full(n, default)
+    m = np.asarray(mask)
+    if m.shape != (n,):
+        raise InputError(f"{name} must have shape ({n},), got {m.shape}")
+    if m.dtype != bool:
+        if not np.isin(m, (0, 1)).all():
+            raise InputError(f"{name} must be boolean")
+        m = m.astype(bool)
+    return m
+
+
+def _index_list(v: Any, d: int, name: str, names: list[str] | None) -> np.ndarray:
+    """Indices (ints or feature names) or a boolean mask -> boolean mask of length d."""
+    out = np.zeros(d, dtype=bool)
+    if v is None:
+        return out
+    arr = np.asarray(v)
+    if arr.dtype == bool:
+        if arr.shape != (d,):
+            raise ConfigError(f"{name} mask must have length {d}")
+        return arr.copy()
+    for item in arr.ravel().tolist():
+        if isinstance(item, str):
+            if not names or item not in names:
+                raise ConfigError(f"{name}: unknown feature name {item!r}")
+            item = names.index(item)
+        if not 0 <= int(item) < d:
+            raise ConfigError(f"{name}: feature index {item} out of range for {d} features")
+        out[int(item)] = True
+    return out
+
+
+class _State:
+    """All statistics the kernels read and update, for the constraint set."""
+
+    def __init__(
+        self,
+        X: np.ndarray,
+        w: np.ndarray,
+        cons: np.ndarray,
+        binning: FeatureBinning,
+        valid: np.ndarray,
+    ):
+        self.binning = binning
+        self.edges = binning.edges
+        self.lo_e = binning.edges[:, 0].copy()
+        width = binning.edges[:, -1] - binning.edges[:, 0]
+        self.inv_w = binning.num_bins / width
+        self.valid = valid
+        self.cons = cons
+        self.w = w
+        self.H0 = binning.histogram(X[cons], w[cons])
+        self.T = float(w[cons].sum())
+        self.W = self.T
+        self._moments(X)
+        self.C0 = self.Ccur.copy()
+        self.norm0 = float(np.linalg.norm(self.C0))
+        if self.norm0 <= 0:
+            self.norm0 = 1.0
+        self.resync(X)
+
+    def _moments(self, X: np.ndarray) -> None:
+        Xc, wc = X[self.cons], self.w[self.cons]
+        self.mean = (wc[:, None] * Xc).sum(axis=0) / self.W
+        Z = Xc - self.mean
+        self.cov = (wc[:, None] * Z).T @ Z / self.W
+        var = np.diag(self.cov)
+        self.sig = np.sqrt(np.clip(var, 0, None))
+        s = np.where(self.valid, self.sig, 1.0)
+        C = self.cov / s[:, None] / s[None, :]
+        C[~self.valid, :] = 0.0
+        C[:, ~self.valid] = 0.0
+        self.Ccur = np.ascontiguousarray(C)
+
+    def resync(self, X: np.ndarray) -> None:
+        """Recompute the current statistics exactly from the data (drops rounding drift)."""
+        self.H = self.binning.histogram(X[self.cons], self.w[self.cons])
+        self.Ssum = js_term(self.H0 / self.T, self.H / self.T).sum(axis=1)
+        self._moments(X)
+        self.F2 = np.array([float(((self.Ccur - self.C0) ** 2).sum())])
+
+    def jsd(self) -> np.ndarray:
+        return np.sqrt(np.clip(self.Ssum, 0, None))
+
+    def dfn(self) -> float:
+        return float(np.sqrt(self.F2[0]) / self.norm0)
+
+    def kernel_args(self) -> tuple:
+        return (
+            self.edges,
+            self.lo_e,
+            self.inv_w,
+            self.H0,
+            self.H,
+            self.T,
+            self.Ssum,
+            self.mean,
+            self.cov,
+            self.sig,
+            self.Ccur,
+            self.C0,
+            self.valid,
+            self.F2,
+            self.W,
+        )
+
+
+class ConservAttack:
+    """Dataset-level adversarial attack under JSD and ΔFN budgets.
+
+    Parameters
+    ----------
+    config
+        A :class:`ConservAttackConfig`, a mapping of its fields, or None for defaults.
+    **overrides
+        Field values overriding ``config``.
+
+    Examples
+    --------
+    >>> res = ConservAttack(max_jsd=0.01, max_dfn=0.01).run(X, model)   # doctest: +SKIP
+    >>> res.X_adv, res.fooled, res.metrics["fooling_ratio"]            # doctest: +SKIP
+    """
+
+    def __init__(self, config: ConservAttackConfig | dict | None = None, **overrides: Any):
+        if isinstance(config, ConservAttackConfig):
+            config = config.to_dict()
+        self.config = ConservAttackConfig.from_dict(config or {}, **overrides)
+
+    # ------------------------------------------------------------------ helpers
+    def _prepare(self, X, y, weights, attack_mask, constraint_mask, feature_names):
+        X = check_finite(X, "features X").copy()
+        n, d = X.shape
+        if n < 2 or d < 1:
+            raise InputError(f"need at least 2 events and 1 feature, got shape {X.shape}")
+        if weights is None:
+            w = np.ones(n)
+        else:
+            w = np.asarray(weights, dtype=np.float64)
+            if w.shape != (n,):
+                raise InputError(f"weights must have shape ({n},), got {w.shape}")
+            if not np.isfinite(w).all() or (w < 0).any():
+                raise InputError("weights must be finite and non-negative")
+        if y is not None:
+            y = np.asarray(y)
+            if y.shape != (n,):
+                raise InputError(f"labels y must have shape ({n},), got {y.shape}")
+            y = y.astype(np.int64)
+        am = _bool_mask(attack_mask, n, "attack_mask")
+        cm = _bool_mask(constraint_mask, n, "constraint_mask") & (w > 0)
+        if cm.sum() < MIN_CONSTRAINT_EVENTS:
+            raise InputError(
+                f"the constraint set has {int(cm.sum())} events with positive weight; at least "
+                f"{MIN_CONSTRAINT_EVENTS} are needed for meaningful histograms and correlations"
+            )
+        names = list(feature_names) if feature_names is not None else None
+        if names is not None and len(names) != d:
+            raise InputError(f"{len(names)} feature names for {d} features")
+        return X, y, w, am, cm, names
+
+    def _feature_setup(self, X, cm, names):
+        cfg = self.config
+        n, d = X.shape
+        immutable = _index_list(cfg.immutable, d, "immutable", names)
+        is_int = _index_list(cfg.integer_features, d, "integer_features", names)
+        var = X[cm].var(axis=0)
+        const = ~(var > 0)
+        if const.any():
+            log.warning(
+                "features %s are constant in the constraint set: frozen and left out of the "
+                "correlation budget",
+                np.nonzero(const)[0].tolist()[:20],
+            )
+        if cfg.bounds is not None:
+            b = np.asarray(cfg.bounds, dtype=np.float64)
+            if b.shape != (2, d):
+                raise ConfigError(f"bounds must be [[lo x {d}], [hi x {d}]], got shape {b.shape}")
+            lo, hi = b
+        else:
+            lo, hi = X.min(axis=0), X.max(axis=0)
+        scale = np.where(hi > lo, hi - lo, 1.0) if cfg.units == "range" else np.ones(d)
+        mc = cfg.min_change * scale
+        st = cfg.step * scale
+        return immutable | const, is_int, ~const, lo, hi, mc, st
+
+    # ------------------------------------------------------------------ main
+    def run(
+        self,
+        X: np.ndarray,
+        model: torch.nn.Module | ModelAdapter,
+        y: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+        attack_mask: np.ndarray | None = None,
+        constraint_mask: np.ndarray | None = None,
+        feature_names: list[str] | None = None,
+    ) -> AttackResult:
+        """Attack ``X`` (n, d) against ``model``; returns an :class:`AttackResult`.
+
+        ``attack_mask`` selects the events that may move (default all); ``constraint_mask``
+        the events whose statistics are monitored (default all; e.g. a control region).
+        """
+        cfg = self.config
+        t_start = time.perf_counter()
+        X0, y, w, am, cm, names = self._prepare(
+            X, y, weights, attack_mask, constraint_mask, feature_names
+        )
+        n, d = X0.shape
+        if cfg.use_disco:
+            raise ConfigError(
+                "use_disco=True is not available in this release: distance correlation has no "
+                "incremental update; use advsyst.stats.distance_correlation_matrix to monitor it"
+            )
+        adapter = as_adapter(
+            model,
+            n_features=d,
+            output=cfg.model_output,
+            device=cfg.device,
+            batch_size=cfg.batch_size,
+            threshold=cfg.threshold,
+        )
+        pred_clean = adapter.predict(X0)
+        if cfg.target == "label":
+            if y is None:
+                raise ConfigError("target='label' needs labels y")
+            target = y
+        else:
+            target = pred_clean
+        frozen, is_int, valid, lo, hi, mc, st = self._feature_setup(X0, cm, names)
+        movable = am[:, None] & ~frozen[None, :]
+        if cfg.default_value is not None:
+            movable &= X0 != cfg.default_value
+        movable = np.ascontiguousarray(movable)
+        mode = K.MODE_CUMULATIVE if cfg.budget == "cumulative" else K.MODE_PER_CHANGE
+        allow_inadmissible = (not cfg.use_no_change) and mode == K.MODE_PER_CHANGE
+        if not cfg.use_no_change and mode == K.MODE_CUMULATIVE:
+            log.warning(
+                "use_no_change=False is ignored under budget='cumulative': the limits "
+                "are hard, an inadmissible move is never applied"
+            )
+
+        binning = FeatureBinning.from_data(X0[cm], cfg.num_bins)
+        state = _State(X0, w, cm, binning, valid)
+        X = X0.copy()
+        fooled = am & (pred_clean != target)
+        pred_adv = pred_clean.copy()
+        ncand = int(cfg.num_candidates or 0)
+        history: list[dict[str, Any]] = []
+        best_fr, best_X, best_it = self._fooling(pred_clean, pred_adv, am, w), X.copy(), 0
+        iterator = range(1, cfg.n_iterations + 1)
+        bar = None
+        if cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(iterator, desc="CONSERVAttack", unit="it", leave=False)
+            iterator = bar
+        for it in iterator:
+            t0 = time.perf_counter()
+            active = am & (~fooled | cfg.optimize_already_fooled)
+            events = np.nonzero(active)[0]
+            entries = undone = n_moved = 0
+            if len(events):
+                grad = adapter.loss_gradient(X[events], target[events])
+                sign = np.sign(grad)
+                before = X[events].copy()
+                common = (
+                    lo,
+                    hi,
+                    mc,
+                    st,
+                    ncand,
+                    cfg.max_candidates,
+                    is_int,
+                    cfg.seed,
+                    it,
+                    cfg.randomize_step,
+                    *state.kernel_args(),
+                    mode,
+                    cfg.max_jsd_single_change,
+                    cfg.max_frob_single_change,
+                    state.norm0,
+                )
+                if cfg.method == "exact":
+                    _, undone = K.exact_pass(
+                        X,
+                        w,
+                        cm,
+                        events,
+                        sign,
+                        movable,
+                        *common,
+                        cfg.alpha,
+                        cfg.beta,
+                        allow_inadmissible,
+                    )
+                else:
+                    for s in range(0, len(events), cfg.block_size):
+                        ev = events[s : s + cfg.block_size]
+                        deltas, status = K.score_block(
+                            X,
+                            w,
+                            cm,
+                            ev,
+                            sign[s : s + cfg.block_size],
+                            movable,
+                            *common,
+                            cfg.alpha,
+                            cfg.beta,
+                            allow_inadmissible,
+                        )
+                        undone += K.apply_block(
+                            X,
+                            w,
+                            cm,
+                            ev,
+                            sign[s : s + cfg.block_size],
+                            deltas,
+                            status,
+                            *common,
+                            cfg.alpha,
+                            cfg.beta,
+                            mode == K.MODE_CUMULATIVE,
+                        )
+                changed = X[events] != before
+                entries = int(changed.sum())
+                n_moved = int(changed.any(axis=1).sum())
+                state.resync(X)
+                pred_adv[events] = adapter.predict(X[events])
+                fooled = am & (pred_adv != target)
+            fr = self._fooling(pred_clean, pred_adv, am, w)
+            jsd = state.jsd()
+            rec = {
+                "iteration": it,
+                "fooling_ratio": fr,
+                "n_fooled": int(fooled.sum()),
+                "events_attacked": int(len(events)),
+                "events_moved": n_moved,
+                "entries_moved": entries,
+                "undone": int(undone),
+                "jsd_mean": float(jsd.mean()),
+                "jsd_max": float(jsd.max()),
+                "dfn": state.dfn(),
+                "seconds": time.perf_counter() - t0,
+            }
+            history.append(rec)
+            log.info(
+                "CONSERVAttack iteration %d/%d: fooling ratio %.4f, moved %d events (%d entries, "
+                "%d undone), JSD mean %.2e max %.2e, dFN %.2e, %.2fs",
+                it,
+                cfg.n_iterations,
+                fr,
+                n_moved,
+                entries,
+                undone,
+                rec["jsd_mean"],
+                rec["jsd_max"],
+                rec["dfn"],
+                rec["seconds"],
+            )
+            if bar is not None:
+                bar.set_postfix(
+                    fr=f"{fr:.3f}", jsd=f"{rec['jsd_max']:.1e}", dfn=f"{rec['dfn']:.1e}"
+                )
+            if not cfg.track_best or fr > best_fr:
+                best_fr, best_X, best_it = fr, X.copy(), it
+            if len(events) == 0:
+                break
+        if bar is not None:
+            bar.close()
+
+        X_final = best_X if cfg.track_best else X
+        if cfg.track_best:
+            pred_adv = adapter.predict(X_final)
+        fooled = am & (pred_adv != target)
+        metrics = self._final_metrics(
+            X0, X_final, y, w, am, cm, valid, binning, pred_clean, pred_adv, adapter
+        )
+        metrics["seconds"] = time.perf_counter() - t_start
+        metrics["n_iterations_run"] = len(history)
+        return AttackResult(
+            X_adv=X_final,
+            fooled=fooled,
+            moved=(X_final != X0).any(axis=1),
+            pred_clean=pred_clean,
+            pred_adv=pred_adv,
+            attack_mask=am,
+            constraint_mask=cm,
+            history=history,
+            metrics=metrics,
+            config=cfg.to_dict(),
+            seed=cfg.seed,
+            best_iteration=best_it,
+            provenance=provenance(cfg.to_dict(), cfg.seed, attack="conservattack"),
+        )
+
+    @staticmethod
+    def _fooling(pred_clean, pred_adv, am, w) -> float:
+        wa = w[am]
+        if wa.sum() <= 0:
+            return 0.0
+        return float((wa * (pred_clean[am] != pred_adv[am])).sum() / wa.sum())
+
+    def _final_metrics(self, X0, X, y, w, am, cm, valid, binning, pred_clean, pred_adv, adapter):
+        cfg = self.config
+        jsd = jsd_per_feature(X0[cm], X[cm], weights=w[cm], binning=binning)
+        dfn = delta_fn(X0[cm], X[cm], w[cm], valid=valid)
+        m: dict[str, Any] = {
+            "fooling_ratio": self._fooling(pred_clean, pred_adv, am, w),
+            "n_fooled": int((am & (pred_adv != pred_clean)).sum()),
+            "jsd": jsd,
+            "jsd_mean": float(jsd.mean()),
+            "jsd_max": float(jsd.max()),
+            "dfn": float(dfn),
+            "n_events": int(len(X)),
+            "n_features": int(X.shape[1]),
+            "n_attacked": int(am.sum()),
+            "n_constraint": int(cm.sum()),
+            "moved_fraction": float((X != X0).any(axis=1)[am].mean()) if am.any() else 0.0,
+            "budget": cfg.budget,
+        }
+        if cfg.budget == "cumulative":
+            tol = 1e-9
+            if (
+                m["jsd_max"] > cfg.max_jsd_single_change + tol
+                or dfn > cfg.max_frob_single_change + tol
+            ):
+                raise BudgetViolation(
+                    f"internal error: result exceeds the budget (JSD max {m['jsd_max']:.3g} vs "
+                    f"{cfg.max_jsd_single_change}, dFN {dfn:.3g} vs {cfg.max_frob_single_change})"
+                )
+        if y is not None and len(np.unique(y)) == 2 and adapter.n_classes == 2:
+            from advsyst.attacks.metrics import auroc
+
+            m["auroc_clean"] = float(auroc(y, adapter.scores(X0), w))
+            m["auroc_adv"] = float(auroc(y, adapter.scores(X), w))
+        return m
+
+
+def conservattack(
+    X: np.ndarray,
+    model: torch.nn.Module | ModelAdapter,
+    y: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+    *,
+    attack_mask: np.ndarray | None = None,
+    constraint_mask: np.ndarray | None = None,
+    config: ConservAttackConfig | dict | None = None,
+    **overrides: Any,
+) -> AttackResult:
+    """Functional form of :meth:`ConservAttack.run`."""
+    return ConservAttack(config, **overrides).run(
+        X, model, y=y, weights=weights, attack_mask=attack_mask, constraint_mask=constraint_mask
+    )
