@@ -37,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (modname, help_) in _COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
-        mod = importlib.import_module(modname)
+        try:
+            mod = importlib.import_module(modname)
+        except ImportError as exc:  # keep the other sub-commands usable
+            p.set_defaults(_module=None, _import_error=f"{modname}: {exc}")
+            continue
         mod.add_arguments(p)
         p.set_defaults(_module=modname)
     return parser
@@ -51,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         format="[advsyst %(asctime)s] %(message)s",
         datefmt="%H:%M:%S",
     )
+    if args._module is None:
+        print(f"advsyst {args.command}: unavailable ({args._import_error})", file=sys.stderr)
+        return 2
     mod = importlib.import_module(args._module)
     try:
         return int(mod.run(args) or 0)

@@ -83,8 +83,11 @@ class ModelAdapter:
         try:
             out = self.model(xb)
         except RuntimeError as exc:  # shape mismatch inside the model, typically
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            detail = next((ln for ln in lines if "shape" in ln), lines[-1] if lines else "")
             raise InputError(
-                f"model failed on input of shape {tuple(xb.shape)}: {exc}".splitlines()[0]
+                f"model failed on input of shape {tuple(xb.shape)} (does the data have the number "
+                f"of features the model expects?): {detail}"
             ) from exc
         if not isinstance(out, torch.Tensor):
             raise ModelOutputError(f"model returned {type(out).__name__}, expected a tensor")

@@ -1,0 +1,126 @@
+"""The `advsyst attack` command contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from advsyst.cli import main
+from advsyst.stats import delta_fn, jsd_per_feature
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(800, 4))
+    X[:, 1] += 0.5 * X[:, 0]
+    y = (X[:, 0] - X[:, 3] > 0).astype(int)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1), torch.nn.Sigmoid()
+    )
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    Xt, yt = torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.binary_cross_entropy(net(Xt)[:, 0], yt).backward()
+        opt.step()
+    torch.jit.script(net.eval()).save(str(d / "model.pt"))
+    np.savez(d / "data.npz", X=X, y=y, w=np.ones(len(X)))
+    (d / "cfg.yaml").write_text(
+        "min_change: 0.01\nstep: 0.02\nnum_bins: 20\nn_iterations: 3\nmax_jsd: 0.03\n"
+        "max_frob_single_change: 0.03\nprogress: false\n"
+    )
+    return d, X
+
+
+def _args(d, out, **over):
+    a = {
+        "--model": d / "model.pt",
+        "--data": d / "data.npz",
+        "--config": d / "cfg.yaml",
+        "--out": out,
+    }
+    a.update(over)
+    return ["attack"] + [str(t) for kv in a.items() for t in kv]
+
+
+def test_attack_writes_outputs_within_budget(files, tmp_path):
+    d, X = files
+    out = tmp_path / "out"
+    assert main(_args(d, out)) == 0
+    with np.load(out / "adversarial.npz") as z:
+        Xa, fooled = z["X_adv"], z["fooled"]
+    rep = json.loads((out / "report.json").read_text())
+    for key in (
+        "fooling_ratio",
+        "jsd_mean",
+        "jsd_max",
+        "dfn",
+        "n_events",
+        "n_features",
+        "seconds",
+        "config",
+        "versions",
+    ):
+        assert key in rep
+    assert rep["n_events"] == 800 and rep["n_features"] == 4
+    assert rep["config"]["max_jsd_single_change"] == 0.03
+    j = jsd_per_feature(X, Xa, num_bins=20)
+    assert rep["jsd_max"] == pytest.approx(j.max()) and j.max() <= 0.03 + 1e-9
+    assert rep["dfn"] == pytest.approx(delta_fn(X, Xa)) and rep["dfn"] <= 0.03 + 1e-9
+    assert rep["fooling_ratio"] > 0 and fooled.sum() > 0
+    assert not list(out.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("nan", "NaN/inf"),
+        ("badkey", "unknown CONSERVAttack config key 'bogus'"),
+        ("badmodel", "model.pt"),
+        ("width", "features"),
+        ("missing", "does not exist"),
+    ],
+)
+def test_bad_inputs_exit_nonzero_and_write_nothing(files, tmp_path, capsys, case, message):
+    d, X = files
+    over = {}
+    if case == "nan":
+        Xn = X.copy()
+        Xn[3, 1] = np.inf
+        np.savez(tmp_path / "nan.npz", X=Xn)
+        over["--data"] = tmp_path / "nan.npz"
+    elif case == "badkey":
+        (tmp_path / "c.yaml").write_text("bogus: 1\n")
+        over["--config"] = tmp_path / "c.yaml"
+    elif case == "badmodel":
+        (tmp_path / "model.pt").write_bytes(b"not a model")
+        over["--model"] = tmp_path / "model.pt"
+    elif case == "width":
+        np.savez(tmp_path / "w.npz", X=X[:, :3])
+        over["--data"] = tmp_path / "w.npz"
+    elif case == "missing":
+        over["--data"] = tmp_path / "nope.npz"
+    out = tmp_path / "out"
+    assert main(_args(d, out, **over)) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_console_entry_point(files, tmp_path):
+    d, _ = files
+    r = subprocess.run(
+        [sys.executable, "-m", "advsyst.cli", *_args(d, tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "o" / "report.json").exists()
