@@ -1,1 +1,19 @@
-"""advsyst.distributed."""
+"""dask.distributed execution of the attack (GPU workers when advertised)."""
+
+from __future__ import annotations
+
+from advsyst.distributed.attack import (
+    deserialize_model,
+    gpu_workers,
+    run_attack_task,
+    serialize_model,
+    submit_attack,
+)
+
+__all__ = [
+    "deserialize_model",
+    "gpu_workers",
+    "run_attack_task",
+    "serialize_model",
+    "submit_attack",
+]
