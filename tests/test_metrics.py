@@ -11,9 +11,11 @@ from sklearn.metrics import roc_auc_score
 from advsyst.attacks.metrics import (
     auroc,
     binomial_uncertainty,
+    delta_fn,
     effective_count,
     fooling_ratio,
     fooling_ratio_with_error,
+    jsd_per_feature,
     weighted_fraction_uncertainty,
 )
 from advsyst.errors import InputError
@@ -147,3 +149,15 @@ def test_auroc_extremes_and_errors():
         auroc([0, 1, 1], [0.1, 0.2])
     with pytest.raises(InputError, match="both classes"):
         auroc([0, 1], [0.1, 0.2], weights=[1.0, 0.0])
+
+
+def test_distortion_measures_are_reexported():
+    import advsyst.stats
+
+    assert jsd_per_feature is advsyst.stats.jsd_per_feature
+    assert delta_fn is advsyst.stats.delta_fn
+    X = np.random.default_rng(0).normal(size=(300, 3))
+    assert np.allclose(jsd_per_feature(X, X, num_bins=20), 0.0)
+    assert delta_fn(X, X) == pytest.approx(0.0, abs=1e-12)
+    shifted = jsd_per_feature(X, X + [0.5, 0.0, 0.0], num_bins=20)
+    assert shifted[0] > 0.05 and np.allclose(shifted[1:], 0.0)

@@ -1,4 +1,10 @@
-"""Attack metrics: fooling ratio with its uncertainty, and an exact weighted AUROC."""
+"""Attack metrics: fooling ratio with its uncertainty, and an exact weighted AUROC.
+
+The dataset-level distortion measures live in :mod:`advsyst.stats` and are re-exported
+here for convenience: :func:`jsd_per_feature` (Jensen–Shannon distance of every feature
+to its clean histogram) and :func:`delta_fn` (relative Frobenius change of the
+correlation matrix).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from advsyst.errors import InputError
+from advsyst.stats import delta_fn, jsd_per_feature
 
 __all__ = [
     "fooling_ratio",
@@ -15,6 +22,8 @@ __all__ = [
     "effective_count",
     "weighted_fraction_uncertainty",
     "auroc",
+    "jsd_per_feature",
+    "delta_fn",
 ]
 
 
