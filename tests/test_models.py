@@ -187,6 +187,14 @@ def test_event_weights_change_the_fit():
     assert predict_proba(m_w, X).mean() > predict_proba(m_eq, X).mean() + 0.1
 
 
+def test_negative_weights_are_tolerated():
+    X, y = toy(n=600)
+    w = np.where(np.random.default_rng(2).random(600) < 0.15, -0.5, 1.0)  # NLO-like weights
+    model, hist = train_classifier(X, y, w, hidden=SMALL, epochs=6, lr=1e-2, progress=False)
+    assert np.isfinite(hist.train_loss).all() and np.isfinite(hist.val_loss).all()
+    assert auroc(y, predict_proba(model, X)) > 0.9
+
+
 def test_multiclass_training():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 600)

@@ -187,7 +187,9 @@ def train_classifier(
     ----------
     X, y, w
         Features ``(n, d)``, integer labels ``(n,)`` (0/1 for binary) and optional
-        per-event weights (normalised per batch: the loss is ``sum(w*l)/sum(w)``).
+        per-event weights (negative ones allowed).  A batch's loss is
+        ``sum(w * l) / (batch size * mean training weight)``; the validation loss is
+        ``sum(w * l) / sum(w)``.
     hidden, batchnorm, dropout
         Architecture (see :func:`~advsyst.models.mlp.build_mlp`).
     epochs, batch_size, lr, weight_decay
@@ -282,6 +284,9 @@ def train_classifier(
             to_t(w[va_idx], torch.float32),
         )
         best_loss, best_state, bad_epochs = float("inf"), None, 0
+        w_mean = float(w[tr_idx].mean())
+        if w_mean <= 0:
+            raise InputError("the training events' weights must have a positive sum")
         lam = float(flatness_lambda)
         for epoch in range(int(epochs)):
             t0 = time.perf_counter()
@@ -293,23 +298,24 @@ def train_classifier(
                 if batchnorm and len(idx) < 2:  # BatchNorm cannot train on one event
                     continue
                 xb, yb, wb = Xt[idx], yt[idx], wt[idx]
-                wsum = wb.sum()
+                # normalise by the mean training weight, not the batch's own sum: stable
+                # with negative (NLO generator) weights and small batches
+                denom = len(idx) * w_mean
                 if lam > 0:
                     zin = model.standardize(xb).detach().requires_grad_(True)
                     per = _per_event_loss(model.net(zin), yb, k)
                     (g,) = torch.autograd.grad(per.sum(), zin, create_graph=True)
-                    pen = ((g * g).sum(dim=1) * wb).sum() / wsum
+                    pen = ((g * g).sum(dim=1) * wb).sum() / denom
                 else:
                     per = _per_event_loss(model.logits(xb), yb, k)
                     pen = torch.zeros((), device=dev)
-                loss = (per * wb).sum() / wsum
+                loss = (per * wb).sum() / denom
                 opt.zero_grad(set_to_none=True)
                 (loss + lam * pen).backward()
                 opt.step()
-                bw = float(wsum)
-                sum_loss += float(loss.detach()) * bw
-                sum_pen += float(pen.detach()) * bw
-                sum_w += bw
+                sum_loss += float(loss.detach()) * denom
+                sum_pen += float(pen.detach()) * denom
+                sum_w += denom
             history.train_loss.append(sum_loss / sum_w if sum_w else float("nan"))
             history.train_penalty.append(sum_pen / sum_w if sum_w else float("nan"))
             if len(va_idx):
