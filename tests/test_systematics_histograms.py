@@ -73,6 +73,7 @@ def test_make_hist_axes():
     assert h.storage_type is hist.storage.Weight
     h2 = S.make_hist(hist.axis.Regular(5, 0, 1, name="x"), variable_label="BDT")
     assert h2.axes["score"].size == 5 and h2.axes["score"].label == "BDT"
+    assert isinstance(h2.axes["score"], hist.axis.Regular)
 
 
 def test_fill_variations_brute_force():

@@ -86,7 +86,12 @@ def make_hist(
         score_axis = hist.axis.Regular(20, 0.0, 1.0, name="score", label=variable_label)
     elif score_axis.name != "score":
         edges = np.asarray(score_axis.edges)
-        score_axis = hist.axis.Variable(edges, name="score", label=variable_label)
+        if isinstance(score_axis, hist.axis.Regular) and score_axis.transform is None:
+            score_axis = hist.axis.Regular(
+                len(edges) - 1, edges[0], edges[-1], name="score", label=variable_label
+            )
+        else:
+            score_axis = hist.axis.Variable(edges, name="score", label=variable_label)
     return hist.Hist(
         hist.axis.StrCategory([], growth=True, name="process", label="process"),
         hist.axis.StrCategory(list(regions), name="region", label="region"),
@@ -426,11 +431,13 @@ class SystematicsBuilder:
 
     Example
     -------
-    >>> builder = SystematicsBuilder(model, ["conservattack"], {"conservattack": {...}})
-    >>> builder.add_process("ttbar", X_tt, region_masks=split, weights=w_tt)
-    >>> builder.add_process("ww", X_ww, region_masks=split, weights=w_ww)
-    >>> h = builder.hist
-    >>> table = builder.table(budget=0.05)
+    ::
+
+        builder = SystematicsBuilder(model, ["conservattack"], {"conservattack": {"seed": 1}})
+        builder.add_process("ttbar", X_tt, region_masks=split, weights=w_tt)
+        builder.add_process("ww", X_ww, region_masks=split, weights=w_ww)
+        h = builder.hist
+        table = builder.table(budget=0.05)
     """
 
     def __init__(

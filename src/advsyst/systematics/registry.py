@@ -11,13 +11,15 @@ letters, digits or underscores, and not ``"nominal"``.
 
 Example
 -------
->>> import numpy as np
->>> from advsyst.systematics import register, VariationResult
->>> @register("shift_first", description="shift column 0 by +1")
-... def shift_first(X, model, *, context, amount=1.0):
-...     up = X.copy()
-...     up[:, 0] += amount
-...     return VariationResult(up=up)
+::
+
+    from advsyst.systematics import register, VariationResult
+
+    @register("shift_first", description="shift column 0 by +amount")
+    def shift_first(X, model, *, context, amount=1.0):
+        up = X.copy()
+        up[:, 0] += amount
+        return VariationResult(up=up)  # down=None: mirrored in score space
 """
 
 from __future__ import annotations
