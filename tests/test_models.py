@@ -252,7 +252,11 @@ def test_save_load_round_trip(tmp_path, trained):
     # attribute semantics survive TorchScript
     assert loaded.advsyst_output == "probability"
     assert loaded.feature_names == ["a", "b", "c", "d"] and loaded.n_features == 4
-    assert ModelAdapter(loaded).output == "probability"
+    # the adapter evaluates advsyst models through their logits (no sigmoid saturation)
+    adapter = ModelAdapter(loaded)
+    xb = torch.tensor(X[:50], dtype=torch.float32)
+    np.testing.assert_allclose(adapter.scores(X[:50]), loaded(xb)[:, 0].detach().numpy(), rtol=1e-5)
+    assert adapter.output == "logit"
     meta = load_metadata(path)
     assert meta["feature_names"] == ["a", "b", "c", "d"]
     assert meta["advsyst_output"] == "probability" and meta["n_features"] == 4

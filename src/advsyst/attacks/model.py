@@ -67,6 +67,16 @@ class ModelAdapter:
         if self.output == "auto":
             self.output = getattr(self.model, "advsyst_output", "auto")
         self.n_classes: int | None = None
+        # a model that declares its input width is checked against it (not against the data)
+        declared = getattr(self.model, "n_features", None)
+        if isinstance(declared, int) and not isinstance(declared, bool):
+            self.n_features = declared
+        # sigmoid outputs saturate (p clamps to 0/1 and the input gradient vanishes for
+        # confident events): evaluate advsyst-style models through their logits instead
+        self._forward = self.model
+        if self.output == "probability" and hasattr(self.model, "logits"):
+            self._forward = self.model.logits
+            self.output = "logit"
 
     # ------------------------------------------------------------------ helpers
     def _check_x(self, X: np.ndarray | torch.Tensor) -> None:
@@ -81,8 +91,8 @@ class ModelAdapter:
 
     def _raw(self, xb: torch.Tensor) -> torch.Tensor:
         try:
-            out = self.model(xb)
-        except RuntimeError as exc:  # shape mismatch inside the model, typically
+            out = self._forward(xb)
+        except (RuntimeError, torch.jit.Error) as exc:  # shape mismatch inside the model, typically
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
             detail = next((ln for ln in lines if "shape" in ln), lines[-1] if lines else "")
             raise InputError(
@@ -128,6 +138,18 @@ class ModelAdapter:
         return torch.as_tensor(np.asarray(X, dtype=np.float32), device=self.device)
 
     # ------------------------------------------------------------------ public
+    def log_probabilities(self, X: np.ndarray) -> np.ndarray:
+        """Class log-probabilities (n, k) in float64, exact also for confident events."""
+        self._check_x(X)
+        out = []
+        with torch.no_grad():
+            for s in range(0, len(X), self.batch_size):
+                xb = self._tensor(X[s : s + self.batch_size])
+                out.append(self._log_probs(self._raw(xb).double()).cpu().numpy())
+        if not out:
+            return np.zeros((0, self.n_classes or 2))
+        return np.concatenate(out)
+
     def probabilities(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities, shape (n, k) (k = 2 for binary models)."""
         self._check_x(X)
