@@ -1,1 +1,1 @@
-"""advsyst.workflows."""
+"""Workflows: adversarial detector, two-pass coffea flow, the demo."""
