@@ -45,6 +45,7 @@ from advsyst.systematics.registry import (
 )
 
 __all__ = [
+    "evaluate_dataset",
     "LowStatisticsWarning",
     "VariationOutcome",
     "SystematicsBuilder",
@@ -319,10 +320,64 @@ def evaluate_variations(
 ) -> tuple[hist.Hist, dict[str, VariationOutcome]]:
     """Run registered variations on one process and fill a histogram.
 
+    The same as :func:`evaluate_dataset` with every event in ``process``; returns
+    ``(hist, {variation name: VariationOutcome})``.
+    """
+    n = len(np.asarray(X))
+    h, out = evaluate_dataset(
+        X,
+        model,
+        variations,
+        context,
+        options,
+        processes=np.full(n, process, dtype=object),
+        region_masks=region_masks,
+        weights=weights,
+        h=h,
+        score_axis=score_axis,
+        score_class=score_class,
+        min_events=min_events,
+        on_low_stats=on_low_stats,
+    )
+    return h, out[process]
+
+
+def _slice_result(res: VariationResult, sel: np.ndarray) -> VariationResult:
+    return VariationResult(
+        up=res.up[sel],
+        down=None if res.down is None else res.down[sel],
+        flags={k: np.asarray(v)[sel] for k, v in res.flags.items()},
+        info=res.info,
+    )
+
+
+def evaluate_dataset(
+    X: np.ndarray,
+    model: Any,
+    variations: Sequence[str],
+    context: VariationContext | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    processes: Sequence[str] | np.ndarray,
+    region_masks: RegionSplit | Sequence[Region] | Mapping[str, np.ndarray],
+    weights: np.ndarray | None = None,
+    h: hist.Hist | None = None,
+    score_axis: hist.axis.AxesMixin | None = None,
+    score_class: int | None = None,
+    min_events: int = DEFAULT_MIN_EVENTS,
+    on_low_stats: str = "raise",
+) -> tuple[hist.Hist, dict[str, dict[str, VariationOutcome]]]:
+    """Run each variation once on the whole data set, then fill per process.
+
+    Dataset-level variations (CONSERVAttack) must see every event that defines the
+    monitored statistics - all processes together, as in a real control region - so
+    they run once on ``X`` here; the outcomes and histogram entries are then split by
+    the per-event ``processes`` labels.
+
     Parameters
     ----------
     X
-        Nominal features (n, d).
+        Nominal features (n, d) of all processes.
     model
         The tagger (torch module or ModelAdapter).
     variations
@@ -331,10 +386,11 @@ def evaluate_variations(
         Shared :class:`VariationContext`; ``weights`` here override ``context.weights``.
     options
         ``{variation name: options dict}`` passed to each variation.
-    process
-        Process name.
+    processes
+        Process name of every event, shape (n,).
     region_masks
-        A :class:`RegionSplit`, a list of :class:`Region`, or ``{region: mask}``.
+        A :class:`RegionSplit`, a list of :class:`Region`, or ``{region: mask}`` over all
+        events.
     weights
         Event weights (default ``context.weights``, else 1).
     h
@@ -342,17 +398,21 @@ def evaluate_variations(
     score_class
         Column of a multi-class model's probabilities to histogram.
     min_events, on_low_stats
-        See :func:`fill_variations`.
+        See :func:`fill_variations` (checked per process and region).
 
     Returns
     -------
-    (hist.Hist, dict[str, VariationOutcome])
-        The filled histogram and one outcome per variation name.
+    (hist.Hist, dict[str, dict[str, VariationOutcome]])
+        The filled histogram and ``{process: {variation: outcome}}``.
     """
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
         raise InputError(f"features must be a 2-D (events, features) array, got shape {X.shape}")
     n = len(X)
+    procs = np.asarray(processes, dtype=object)
+    if procs.shape != (n,):
+        raise InputError(f"processes must have shape ({n},), got {procs.shape}")
+    proc_names = [str(p) for p in dict.fromkeys(procs.tolist())]
     options = dict(options or {})
     unknown = set(options) - set(variations)
     if unknown:
@@ -365,64 +425,71 @@ def evaluate_variations(
     if weights is not None:
         context = dataclasses.replace(context, weights=np.asarray(weights, dtype=np.float64))
     context.check(n)
-    w = _check_weights(context.weights, n, process)
+    w = _check_weights(context.weights, n, ",".join(proc_names))
     if h is None:
         h = make_hist(score_axis)
-    masks = _check_masks(
-        h,
-        masks_from(region_masks, X, context.feature_names),
-        n,
-        process,
-        min_events,
-        on_low_stats,
-    )
+    all_masks = masks_from(region_masks, X, context.feature_names)
+    sels = {p: procs == p for p in proc_names}
+    masks = {
+        p: _check_masks(
+            h,
+            {r: np.asarray(m)[sel] if np.shape(m) == (n,) else m for r, m in all_masks.items()},
+            int(sel.sum()),
+            p,
+            min_events,
+            on_low_stats,
+        )
+        for p, sel in sels.items()
+    }
     low, high = _axis_range(h)
     nominal_score, nominal_pred = model_scores(model, X, score_class)
-    _check_scores(nominal_score, n, "nominal", process)
-    outcomes: dict[str, VariationOutcome] = {}
-    varied: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+    _check_scores(nominal_score, n, "nominal", ",".join(proc_names))
+    outcomes: dict[str, dict[str, VariationOutcome]] = {p: {} for p in proc_names}
+    varied: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {p: {} for p in proc_names}
     for name in variations:
         res = run_variation(name, X, model, context=context, **dict(options.get(name, {})))
         up_score, up_pred = model_scores(model, res.up, score_class)
-        _check_scores(up_score, n, f"{name}Up", process)
+        _check_scores(up_score, n, f"{name}Up", ",".join(proc_names))
         if res.down is None:
             down_score, down_pred = mirror_scores(nominal_score, up_score, low, high), None
         else:
             down_score, down_pred = model_scores(model, res.down, score_class)
-            _check_scores(down_score, n, f"{name}Down", process)
+            _check_scores(down_score, n, f"{name}Down", ",".join(proc_names))
         if "detected" in res.flags:
-            detected = res.flags["detected"]
+            detected = np.asarray(res.flags["detected"], bool)
         elif context.detector is not None:
             detected = detector_scores(context.detector, res.up) >= float(
                 context.detector_threshold
             )
         else:
             detected = None
-        outcomes[name] = VariationOutcome(
-            name=name,
-            process=process,
-            result=res,
-            nominal_score=nominal_score,
-            up_score=up_score,
-            down_score=down_score,
-            down_mirrored=res.down is None,
-            nominal_pred=nominal_pred,
-            up_pred=up_pred,
-            down_pred=down_pred,
-            detected=detected,
-            weights=w,
-            region_masks=masks,
+        for p, sel in sels.items():
+            outcomes[p][name] = VariationOutcome(
+                name=name,
+                process=p,
+                result=_slice_result(res, sel),
+                nominal_score=nominal_score[sel],
+                up_score=up_score[sel],
+                down_score=down_score[sel],
+                down_mirrored=res.down is None,
+                nominal_pred=nominal_pred[sel],
+                up_pred=up_pred[sel],
+                down_pred=None if down_pred is None else down_pred[sel],
+                detected=None if detected is None else detected[sel],
+                weights=w[sel],
+                region_masks=masks[p],
+            )
+            varied[p][name] = (up_score[sel], down_score[sel])
+    for p, sel in sels.items():
+        fill_variations(
+            h,
+            process=p,
+            region_masks=masks[p],
+            nominal_score=nominal_score[sel],
+            varied_scores=varied[p],
+            weights=w[sel],
+            min_events=0,
         )
-        varied[name] = (up_score, down_score)
-    fill_variations(
-        h,
-        process=process,
-        region_masks=masks,
-        nominal_score=nominal_score,
-        varied_scores=varied,
-        weights=w,
-        min_events=0,
-    )
     return h, outcomes
 
 
