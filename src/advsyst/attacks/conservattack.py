@@ -239,11 +239,6 @@ class ConservAttack:
             X, y, weights, attack_mask, constraint_mask, feature_names
         )
         n, d = X0.shape
-        if cfg.use_disco:
-            raise ConfigError(
-                "use_disco=True is not available in this release: distance correlation has no "
-                "incremental update; use advsyst.stats.distance_correlation_matrix to monitor it"
-            )
         adapter = as_adapter(
             model,
             n_features=d,
@@ -274,6 +269,13 @@ class ConservAttack:
 
         binning = FeatureBinning.from_data(X0[cm], cfg.num_bins)
         state = _State(X0, w, cm, binning, valid)
+        tracker = None
+        if cfg.use_disco:
+            from advsyst.attacks import _disco
+
+            tracker = _disco.DiscoTracker.from_data(
+                X0[cm], cfg.seed, cfg.disco_subsample, valid, np.nonzero(cm)[0], w[cm]
+            )
         X = X0.copy()
         fooled = am & (pred_clean != target)
         pred_adv = pred_clean.copy()
@@ -313,7 +315,12 @@ class ConservAttack:
                     cfg.max_frob_single_change,
                     state.norm0,
                 )
-                if cfg.method == "exact":
+                if cfg.use_disco:
+                    undone = _disco.disco_iteration(
+                        X, w, cm, events, sign, movable, lo, hi, mc, st, is_int, cfg, state,
+                        tracker, it,
+                    )  # fmt: skip
+                elif cfg.method == "exact":
                     _, undone = K.exact_pass(
                         X,
                         w,
@@ -358,6 +365,8 @@ class ConservAttack:
                 entries = int(changed.sum())
                 n_moved = int(changed.any(axis=1).sum())
                 state.resync(X)
+                if cfg.use_disco:
+                    tracker.resync(X)
                 pred_adv[events] = adapter.predict(X[events])
                 fooled = am & (pred_adv != target)
             fr = self._fooling(pred_clean, pred_adv, am, w)
@@ -375,6 +384,8 @@ class ConservAttack:
                 "dfn": state.dfn(),
                 "seconds": time.perf_counter() - t0,
             }
+            if cfg.use_disco:
+                rec["dcor_dfn"] = tracker.dfn()
             history.append(rec)
             log.info(
                 "CONSERVAttack iteration %d/%d: fooling ratio %.4f, moved %d events (%d entries, "
@@ -406,7 +417,7 @@ class ConservAttack:
             pred_adv = adapter.predict(X_final)
         fooled = am & (pred_adv != target)
         metrics = self._final_metrics(
-            X0, X_final, y, w, am, cm, valid, binning, pred_clean, pred_adv, adapter
+            X0, X_final, y, w, am, cm, valid, binning, pred_clean, pred_adv, adapter, tracker
         )
         metrics["seconds"] = time.perf_counter() - t_start
         metrics["n_iterations_run"] = len(history)
@@ -433,7 +444,9 @@ class ConservAttack:
             return 0.0
         return float((wa * (pred_clean[am] != pred_adv[am])).sum() / wa.sum())
 
-    def _final_metrics(self, X0, X, y, w, am, cm, valid, binning, pred_clean, pred_adv, adapter):
+    def _final_metrics(
+        self, X0, X, y, w, am, cm, valid, binning, pred_clean, pred_adv, adapter, tracker=None
+    ):
         cfg = self.config
         jsd = jsd_per_feature(X0[cm], X[cm], weights=w[cm], binning=binning)
         dfn = delta_fn(X0[cm], X[cm], w[cm], valid=valid)
@@ -451,6 +464,14 @@ class ConservAttack:
             "moved_fraction": float((X != X0).any(axis=1)[am].mean()) if am.any() else 0.0,
             "budget": cfg.budget,
         }
+        if cfg.use_disco:
+            from advsyst.attacks._disco import dcor_dfn
+
+            sub = tracker.index
+            m["dcor_dfn"] = dcor_dfn(X0[sub], X[sub], tracker.valid)
+            m["dcor_subsample"] = int(tracker.m)
+            # the distance correlation replaces the Pearson correlation in the budget
+            dfn = m["dcor_dfn"]
         if cfg.budget == "cumulative":
             tol = 1e-9
             if (
