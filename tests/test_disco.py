@@ -342,9 +342,8 @@ def test_per_change_limits_each_move_of_an_event(toy):
     n_checked = 0
     for i in np.sort(sub[:20]):
         R_before = _bf(Xb[sub])
-        H_before = Xb
         for j in np.nonzero(res.X_adv[i] != X[i])[0]:
-            Xc = H_before.copy()
+            Xc = Xb.copy()
             Xc[i, j] = res.X_adv[i, j]
             assert jsd(H0[j], binning.histogram(Xc)[j]) <= lim_j + 1e-12
             assert np.linalg.norm(_bf(Xc[sub]) - R_before) <= lim_d + 1e-12
