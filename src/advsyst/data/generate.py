@@ -10,6 +10,13 @@ either; Pythia's only carried-over state is its adaptive phase-space maxima).
 Pseudo-data (``pseudo_data=True``) stands in for collision data: the ATLAS A14 tune
 instead of Monash 2013, the :meth:`DetectorResponse.pseudo_data` response, by default a
 mixture of processes (``process="mix"``), and no ``genWeight`` or truth branches.
+
+Cost measured on the development machine (shared 2-core VM, one worker, 13 TeV,
+pT-hat > 400 GeV, multi-parton interactions on, no pile-up): about 8 ms per tt̄ event and
+5 ms per WW event, all included (Pythia is about two thirds of it).  3000 tt̄ + 3000 WW
+events take about 40 s and give about 5900 + 5200 large-R jets with pT > 200 GeV and
+|eta| < 2.4; a boosted-decision-tree on their 87 TopoDNN inputs reaches an AUROC of
+about 0.83 (an MLP about 0.81; the jet mass alone 0.75).
 """
 
 from __future__ import annotations
