@@ -39,7 +39,9 @@ def _label(text: str) -> int | None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``features`` options to ``parser``."""
-    parser.add_argument("--input", nargs="+", required=True, type=Path, help="ROOT files")
+    parser.add_argument(
+        "--input", nargs="+", required=True, help="ROOT files (local paths or URLs)"
+    )
     parser.add_argument(
         "--schema",
         choices=["pfnano", "nanoaod"],
@@ -89,7 +91,7 @@ def _fileset(args: argparse.Namespace) -> dict:
         raise InputError(f"--dataset needs {n} values, got {len(names)}")
     fileset: dict = {}
     for i, path in enumerate(args.input):
-        name = names[i] if names else path.stem
+        name = names[i] if names else Path(path.rstrip("/").split("/")[-1]).stem
         base, k = name, 1
         while name in fileset:
             k += 1
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from advsyst.processors.run import extract_features
 
     for path in args.input:
-        if not args.skip_bad_files and not path.exists():
+        if not args.skip_bad_files and "://" not in path and not Path(path).exists():
             raise FileNotFoundError(f"{path}: no such file")
     fileset = _fileset(args)
     out = extract_features(
