@@ -288,3 +288,16 @@ def test_result_round_trip(tmp_path, toy):
     assert back.config == res.config and back.seed == res.seed
     assert back.provenance["versions"]["torch"] == torch.__version__
     assert ConservAttackConfig.from_dict(back.config) == ConservAttackConfig.from_dict(res.config)
+
+
+@pytest.mark.parametrize("method", ["fast", "exact"])
+def test_per_change_keeps_every_feature_jsd_within_the_single_change_limit(toy, method):
+    """Under per_change a move is admissible only if its feature's JSD *after* the move is
+    within the limit, so no feature's JSD can end above it - in both paths."""
+    X, y, w, m = toy
+    res = ConservAttack(
+        BASE, budget="per_change", max_jsd=0.01, max_dfn=0.003, method=method, block_size=256
+    ).run(X, m)
+    j = jsd_per_feature(X, res.X_adv, num_bins=25)
+    assert j.max() <= 0.01 + 1e-9
+    assert res.fooling_ratio > 0.05

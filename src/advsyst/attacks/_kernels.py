@@ -272,7 +272,11 @@ def apply_move(
     F2,
     W,
 ):
-    """x[j] += delta and the exact O(d) update of every tracked statistic."""
+    """x[j] += delta and the exact O(d) update of every tracked statistic.
+
+    Returns the squared Frobenius norm of the change this move made to the correlation
+    matrix (row and column j), the per-change quantity of ``budget="per_change"``.
+    """
     d = x.shape[0]
     K = edges.shape[1] - 1
     xj = x[j]
@@ -306,11 +310,14 @@ def apply_move(
     mean[j] += delta * r
     sig[j] = np.sqrt(cov[j, j]) if cov[j, j] > 0.0 else 0.0
     x[j] = xn
+    dc2 = 0.0
     if valid[j]:
         new_rowsq = 0.0
         for k in range(d):
             if k != j and valid[k]:
                 rho = cov[j, k] / (sig[j] * sig[k]) if sig[j] > 0.0 else 0.0
+                c = rho - Ccur[j, k]
+                dc2 += c * c
                 Ccur[j, k] = rho
                 Ccur[k, j] = rho
                 e = rho - C0[j, k]
@@ -318,6 +325,7 @@ def apply_move(
         F2[0] += 2.0 * (new_rowsq - old_rowsq)
         if F2[0] < 0.0:
             F2[0] = 0.0
+    return 2.0 * dc2
 
 
 @njit(cache=True, parallel=True)
@@ -420,6 +428,17 @@ def score_block(
     return deltas, status
 
 
+@njit(cache=True, inline="always")
+def _violates(mode, status, Sj, max_jsd2, F2, maxF2, dc2, max_frob):
+    if status != 1:
+        return False
+    if Sj > max_jsd2:
+        return True
+    if mode == MODE_CUMULATIVE:
+        return F2 > maxF2
+    return dc2 > max_frob * max_frob
+
+
 @njit(cache=True)
 def apply_block(
     X,
@@ -464,15 +483,19 @@ def apply_block(
 ):
     """Apply scored moves event by event with exact updates.
 
-    With ``enforce`` (cumulative budget) a move that would leave the data set outside the
-    budget is undone at once and that feature is re-scored against the current state (the
-    closed form is exact there, so the new choice is admissible or no move).  Returns the
+    With ``enforce`` a move that is no longer admissible against the current state - under
+    the cumulative budget: the data set leaves the budget; under ``per_change``: the
+    feature's JSD or this move's correlation change exceeds its limit - is undone at once
+    and that feature is re-scored against the current state (the closed form is exact
+    there, so the new choice is admissible or no move).  Moves applied on purpose beyond
+    the per-change limits (status 2, ``use_no_change=False``) are kept.  Returns the
     number of moves that were undone.
     """
     m = events.shape[0]
     d = X.shape[1]
     max_jsd2 = max_jsd * max_jsd
     maxF2 = (max_frob * norm0) ** 2
+    Cref = C0 if mode == MODE_CUMULATIVE else Ccur
     undone = 0
     for t in range(m):
         i = events[t]
@@ -484,7 +507,7 @@ def apply_block(
                 X[i, j] += dl
                 continue
             old = X[i, j]
-            apply_move(
+            dc2 = apply_move(
                 X[i],
                 wts[i],
                 j,
@@ -505,7 +528,9 @@ def apply_block(
                 F2,
                 W,
             )
-            if enforce and (Ssum[j] > max_jsd2 or F2[0] > maxF2):
+            if enforce and _violates(
+                mode, status[t, j], Ssum[j], max_jsd2, F2[0], maxF2, dc2, max_frob
+            ):
                 apply_move(
                     X[i],
                     wts[i],
@@ -558,7 +583,7 @@ def apply_block(
                     cov,
                     sig,
                     Ccur,
-                    C0,
+                    Cref,
                     valid,
                     F2[0],
                     W,
@@ -573,7 +598,7 @@ def apply_block(
                 )
                 status[t, j] = 0
                 if stt2 == 1:
-                    apply_move(
+                    dc2 = apply_move(
                         X[i],
                         wts[i],
                         j,
@@ -594,7 +619,7 @@ def apply_block(
                         F2,
                         W,
                     )
-                    if Ssum[j] > max_jsd2 or F2[0] > maxF2:  # rounding at the very edge
+                    if _violates(mode, 1, Ssum[j], max_jsd2, F2[0], maxF2, dc2, max_frob):
                         apply_move(
                             X[i],
                             wts[i],

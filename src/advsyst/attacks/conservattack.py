@@ -293,6 +293,10 @@ class ConservAttack:
             t0 = time.perf_counter()
             active = am & (~fooled | cfg.optimize_already_fooled)
             events = np.nonzero(active)[0]
+            if cfg.order == "margin" and len(events):
+                events = events[
+                    np.argsort(self._margin(adapter, X[events], target[events]), kind="stable")
+                ]
             entries = undone = n_moved = 0
             if len(events):
                 grad = adapter.loss_gradient(X[events], target[events])
@@ -359,7 +363,7 @@ class ConservAttack:
                             *common,
                             cfg.alpha,
                             cfg.beta,
-                            mode == K.MODE_CUMULATIVE,
+                            True,  # fast path: re-check every move against the current state
                         )
                 changed = X[events] != before
                 entries = int(changed.sum())
@@ -436,6 +440,14 @@ class ConservAttack:
             best_iteration=best_it,
             provenance=provenance(cfg.to_dict(), cfg.seed, attack="conservattack"),
         )
+
+    @staticmethod
+    def _margin(adapter: ModelAdapter, X: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """log P(target) − max log P(other class): small = close to flipping."""
+        lp = adapter.log_probabilities(X)
+        own = lp[np.arange(len(lp)), target]
+        lp[np.arange(len(lp)), target] = -np.inf
+        return own - lp.max(axis=1)
 
     @staticmethod
     def _fooling(pred_clean, pred_adv, am, w) -> float:
