@@ -313,10 +313,17 @@ class UncertaintyTable:
             atomic_write_text(path, text)
         return text
 
-    def to_json(self, path: str | os.PathLike[str], **provenance_extra: Any) -> Path:
-        """JSON with the rows and a provenance record, written atomically."""
+    def to_json(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        config: Any = None,
+        seed: int | None = None,
+        **provenance_extra: Any,
+    ) -> Path:
+        """JSON with the rows and a provenance record (config, seed, versions), atomically."""
         obj = {
-            "provenance": provenance(config=None, **provenance_extra),
+            "provenance": provenance(config=config, seed=seed, **provenance_extra),
             **self.to_dict(),
         }
         return atomic_write_json(path, obj)
