@@ -255,7 +255,7 @@ def apply_move(
     x,
     w,
     j,
-    delta,
+    xn,
     edges,
     lo_e,
     inv_w,
@@ -272,7 +272,10 @@ def apply_move(
     F2,
     W,
 ):
-    """x[j] += delta and the exact O(d) update of every tracked statistic.
+    """x[j] = xn and the exact O(d) update of every tracked statistic.
+
+    Taking the new value (not a shift) makes an undo restore the old value and its
+    histogram slot bit for bit.
 
     Returns the squared Frobenius norm of the change this move made to the correlation
     matrix (row and column j), the per-change quantity of ``budget="per_change"``.
@@ -280,7 +283,7 @@ def apply_move(
     d = x.shape[0]
     K = edges.shape[1] - 1
     xj = x[j]
-    xn = xj + delta
+    delta = xn - xj
     # histogram + running JS sum
     a = _slot(xj, edges[j], lo_e[j], inv_w[j], K)
     b = _slot(xn, edges[j], lo_e[j], inv_w[j], K)
@@ -511,7 +514,7 @@ def apply_block(
                 X[i],
                 wts[i],
                 j,
-                dl,
+                X[i, j] + dl,
                 edges,
                 lo_e,
                 inv_w,
@@ -535,7 +538,7 @@ def apply_block(
                     X[i],
                     wts[i],
                     j,
-                    old - X[i, j],
+                    old,
                     edges,
                     lo_e,
                     inv_w,
@@ -602,7 +605,7 @@ def apply_block(
                         X[i],
                         wts[i],
                         j,
-                        dl2,
+                        X[i, j] + dl2,
                         edges,
                         lo_e,
                         inv_w,
@@ -624,7 +627,7 @@ def apply_block(
                             X[i],
                             wts[i],
                             j,
-                            old - X[i, j],
+                            old,
                             edges,
                             lo_e,
                             inv_w,
