@@ -165,7 +165,7 @@ def test_score_is_the_brute_force_argmin_in_a_moved_state(rng, mode):
     X = X0.copy()
     ka = state.kernel_args()
     for p, j, dl in [(4, 0, 1.3), (9, 1, -0.7), (4, 2, 0.4)]:
-        K.apply_move(X[p], 1.0, j, dl, *ka)
+        K.apply_move(X[p], 1.0, j, X[p, j] + dl, *ka)
         t.move(p, j, X[p, j])
     H0, lo, hi = binning.histogram(X0), X0.min(0) - 2, X0.max(0) + 2
     p, j, sgn, alpha, beta, lim_j, lim_d = 4, 0, -1.0, 1.0, 3.0, 0.5, 0.4
