@@ -48,8 +48,15 @@ def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
 
 
 def _label(ax: Any, data: bool = False) -> None:
-    # data=False makes mplhep print "Simulation Preliminary"
-    hep.cms.label("Preliminary", data=data, ax=ax, rlabel="", fontsize=14)
+    # a neutral experiment-style label: these are advsyst studies, not CMS results
+    hep.label.exp_label(
+        exp="advsyst",
+        text="Data" if data else "Simulation",
+        data=data,
+        ax=ax,
+        rlabel="",
+        fontsize=14,
+    )
 
 
 def plot_score_variations(
