@@ -191,6 +191,10 @@ def score_feature(
         n_c = int((dist - mc) / st) + 1 if st > 0 else 1
         if n_c > maxc:
             n_c = maxc
+    last_b = -1
+    jsd2 = 0.0
+    jsd = 0.0
+    skip_bad = not allow_inadmissible
     for c_i in range(n_c):
         if is_int:
             mag = float(c_i + 1)
@@ -204,15 +208,19 @@ def score_feature(
         delta = s * mag
         xn = xj + delta
         b = _slot(xn, edges[j], lo_e[j], inv_w[j], K)
-        dS = 0.0
-        if b != a:
-            pb = H0[j, b] / T
-            qb = H[j, b] / T
-            dS = dfa + _f(pb, qb + wT) - _f(pb, qb)
-        jsd2 = Sj + dS
-        if jsd2 < 0.0:
-            jsd2 = 0.0
-        jsd = np.sqrt(jsd2)
+        if b != last_b:  # the JSD part only changes when the candidate changes bin
+            dS = 0.0
+            if b != a:
+                pb = H0[j, b] / T
+                qb = H[j, b] / T
+                dS = dfa + _f(pb, qb + wT) - _f(pb, qb)
+            jsd2 = Sj + dS
+            if jsd2 < 0.0:
+                jsd2 = 0.0
+            jsd = np.sqrt(jsd2)
+            last_b = b
+        if skip_bad and jsd2 > max_jsd2:  # inadmissible: the correlation term is not needed
+            continue
         if corr_j:
             v = varj + 2.0 * delta * r * dxj + delta * delta * r * (1.0 - r)
             if v < 1e-300:
