@@ -353,6 +353,9 @@ class _JetProcessorBase(processor.ProcessorABC):
             "phi": (np.float64, None),
             "mass": (np.float64, None),
             "event": (np.uint64, None),
+            "run": (np.int64, None),
+            "luminosityBlock": (np.int64, None),
+            "jet_index": (np.int64, None),
             "y": (np.int64, None),
             "w": (np.float64, None),
             "n_constituents": (np.int64, None),
@@ -383,6 +386,9 @@ class _JetProcessorBase(processor.ProcessorABC):
         if "event" not in fields:
             raise MissingBranchError("the events have no 'event' branch")
         inputs["event"] = events["event"]
+        for key in ("run", "luminosityBlock"):  # per-jet keys for the two-pass lookup
+            if key in fields:
+                inputs[key] = events[key]
         if not is_data and "genWeight" in fields:
             inputs["genWeight"] = events["genWeight"]
         if not is_data and label is None and self.truth_label_branch in fields[jc]:
@@ -411,6 +417,14 @@ class _JetProcessorBase(processor.ProcessorABC):
         if "truth_match" in inputs:
             sel &= _flat(inputs["truth_match"], np.int64) > 0
         event = np.asarray(ak.to_numpy(inputs["event"]), dtype=np.uint64)[ev_idx[sel]]
+        run, lumi = (
+            np.asarray(ak.to_numpy(inputs[k]), dtype=np.int64)[ev_idx[sel]]
+            if k in inputs
+            else np.zeros(int(sel.sum()), dtype=np.int64)
+            for k in ("run", "luminosityBlock")
+        )
+        # index of each jet in its event's full collection (ak.local_index before selection)
+        jet_index = (np.arange(pt.size) - np.repeat(np.cumsum(n_jets) - n_jets, n_jets))[sel]
         if "genWeight" in inputs and not is_data:
             w = np.asarray(ak.to_numpy(inputs["genWeight"]), dtype=np.float64)[ev_idx[sel]]
         else:
@@ -430,6 +444,9 @@ class _JetProcessorBase(processor.ProcessorABC):
             "phi": phi[sel],
             "mass": mass[sel],
             "event": event,
+            "run": run,
+            "luminosityBlock": lumi,
+            "jet_index": jet_index,
             "y": y,
             "w": w,
             "n_constituents": n_const,

@@ -292,6 +292,7 @@ def _run_dask(
     *,
     chunksize: int,
     workers: int,
+    scheduler: Any = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     import awkward as ak
     import dask
@@ -313,8 +314,10 @@ def _run_dask(
     for ds in available:
         available[ds]["metadata"] = dict(fileset[ds]["metadata"])
     outputs = apply_to_fileset(proc, available, schemaclass=schema_cls)
-    scheduler = "sync" if int(workers) <= 1 else "threads"
-    (computed,) = dask.compute(outputs, scheduler=scheduler, num_workers=max(1, int(workers)))
+    if scheduler is None:  # local threads; a distributed.Client runs on its cluster
+        scheduler = "sync" if int(workers) <= 1 else "threads"
+    kw = {"num_workers": max(1, int(workers))} if isinstance(scheduler, str) else {}
+    (computed,) = dask.compute(outputs, scheduler=scheduler, **kw)
     result = {}
     for ds, out in computed.items():
         jets = out["jets"]
@@ -334,6 +337,7 @@ def extract_features(
     skip_bad_files: bool = False,
     quiet_schema: bool = True,
     treename: str = "Events",
+    scheduler: Any = None,
     **processor_options: Any,
 ) -> dict[str, np.ndarray]:
     """Per-jet features of every selected jet in a fileset.
@@ -361,6 +365,9 @@ def extract_features(
         raising :class:`~advsyst.errors.UnreadableFileError`.
     quiet_schema : bool
         Silence the schema's warnings about cross-references absent from the files.
+    scheduler : str or distributed.Client, optional
+        ``executor="dask"`` only: the dask scheduler (e.g. a ``distributed.Client`` to
+        run on its cluster); default local threads (``workers``), sync for one worker.
     **processor_options
         ``jet_max_abs_eta``, ``require_truth_match``, ``regions``, ``variables`` (nanoaod),
         ``pt_scale`` / ``n_constituents`` (pfnano), ...
@@ -370,7 +377,9 @@ def extract_features(
     dict of np.ndarray
         ``X_raw`` (n, 90; (n, 0) in nanoaod mode), ``X``, ``feature_names``,
         ``raw_feature_names``, ``y`` (-1 where unknown), ``w``, ``pt``, ``eta``, ``phi``,
-        ``mass``, ``event``, ``n_constituents``, ``dataset``, ``region_<name>`` flags,
+        ``mass``, ``event``, ``run``, ``luminosityBlock`` (0 where the file lacks them),
+        ``jet_index`` (the jet's index in its event's full collection, before the
+        selection), ``n_constituents``, ``dataset``, ``region_<name>`` flags,
         ``region_names`` and ``skipped_files``.
     """
     if executor not in EXECUTORS:
@@ -389,7 +398,9 @@ def extract_features(
     if not live:
         merged = _concat([], proc)
     elif executor == "dask":
-        per_ds = _run_dask(live, proc, schema_cls, chunksize=chunksize, workers=workers)
+        per_ds = _run_dask(
+            live, proc, schema_cls, chunksize=chunksize, workers=workers, scheduler=scheduler
+        )
         merged = _concat([(ds, per_ds[ds]) for ds, _ in order if ds in per_ds], proc)
     else:
         chunks = _run_runner(
