@@ -1,0 +1,771 @@
+"""Adversarial systematics in an existing coffea analysis: the two-pass flow.
+
+CONSERVAttack bounds *dataset-level* statistics (the marginal histograms and the
+correlation matrix of all jets of the control region together), so it cannot run chunk
+by chunk inside a coffea processor: a chunk sees only a slice of the jets.  The attack
+therefore sits between two passes over the files::
+
+    pass 1   advsyst's feature processor, chunk by chunk     extract_features(fileset)
+             coffea merges the per-jet features              -> {"X", "dataset", "run",
+                                                                  "luminosityBlock",
+                                                                  "event", "jet_index", ...}
+    attack   each registered variation runs ONCE on the      build_varied_scores(...)
+             merged features; the tagger scores nominal      -> VariedScores
+             and varied features of every jet
+    pass 2   the analyst's own processor, chunk by chunk,    varied.lookup(dataset, run,
+             looks up the nominal and varied scores of its     lumi, event, jet_index)
+             selected jets and fills its histograms with a   -> hist with a "systematic"
+             ``systematic`` axis (nominal, <name>Up/Down)       axis
+
+:func:`two_pass` runs the three steps with one executor (``"iterative"``, ``"futures"``
+or ``"dask"``); the steps are also public so that they can run at different times or
+places (``VariedScores.save`` / ``VariedScores.load`` carry the scores between them).
+
+Keys
+----
+A jet is identified by ``(dataset, run, luminosityBlock, event, jet_index)``, where
+``jet_index`` is the jet's index in its event's *full* collection, before any selection
+(``ak.local_index(events.FatJet, axis=1)``; give ``axis=1``: the default, ``-1``,
+reaches into the jets' own nested lists).  Pass 1 records these for every jet it selects;
+pass 2 computes them for its own selected jets::
+
+    idx = ak.local_index(events.FatJet, axis=1)[my_selection]
+    scores = self.varied.lookup_jagged(
+        events.metadata["dataset"], events.run, events.luminosityBlock, events.event, idx
+    )  # {"nominal": jagged, "conservattackUp": jagged, ...}
+
+The keys do not depend on how either pass is chunked, nor on the executor.
+
+Rules
+-----
+* Pass 2's jet selection must be a subset of pass 1's (pass 1 keeps jets with
+  ``pt > jet_min_pt`` and ``|eta| < 2.4`` by default).  A jet pass 1 did not see has no
+  scores: :meth:`VariedScores.lookup` raises :class:`~advsyst.errors.InputError` naming
+  how many keys are missing and the first one (or returns NaN with ``missing="nan"``).
+* Dataset names must be the same in both passes (they are the fileset's keys).
+* Collision data: :func:`two_pass` runs the variations on the simulated datasets only
+  (``metadata["is_data"]`` true marks data); data jets keep their nominal score in every
+  systematic, so a data histogram can be filled from the same lookup.
+* Down templates: a variation that gives no down features (CONSERVAttack, FGSM, ...) is
+  mirrored in score space, ``clip(2 * nominal - up, 0, 1)``, exactly as
+  :func:`advsyst.systematics.fill_variations` does.
+* Executors: pass 2 runs the analyst's processor in coffea's virtual (eager) mode with
+  ``processor.Runner`` — ``IterativeExecutor``, ``FuturesExecutor`` or, for ``"dask"``,
+  ``DaskExecutor`` on a ``distributed`` client — so the same processor code serves all
+  three.  The VariedScores object travels inside the processor instance (a few tens of
+  bytes per jet).  Pass 1 with ``"dask"`` uses ``coffea.dataset_tools.apply_to_fileset``
+  (on the client's cluster when one is given).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from advsyst._io import atomic_savez, provenance, to_jsonable
+from advsyst.errors import AdvsystError, ConfigError, InputError
+
+__all__ = [
+    "KEY_FIELDS",
+    "VariedScores",
+    "build_varied_scores",
+    "run_pass1",
+    "run_pass2",
+    "two_pass",
+]
+
+log = logging.getLogger(__name__)
+
+#: The per-jet key, in order.
+KEY_FIELDS = ("dataset", "run", "luminosityBlock", "event", "jet_index")
+_FORMAT = "advsyst.VariedScores/1"
+_KEY_DTYPE = np.dtype(
+    [("d", ">u4"), ("r", ">u8"), ("l", ">u8"), ("e", ">u8"), ("j", ">u8")]
+)  # big-endian, packed: 36 bytes whose byte order is a total order on the keys
+
+
+def _numpy(a: Any, dtype: Any = None) -> np.ndarray:
+    """NumPy view of a flat NumPy/awkward array or scalar."""
+    if type(a).__module__.split(".")[0] == "awkward":
+        import awkward as ak
+
+        a = ak.to_numpy(a)
+    out = np.asarray(a)
+    return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def _encode(code: np.ndarray, run: Any, lumi: Any, event: Any, jet: Any) -> np.ndarray:
+    """One fixed-width byte string per key (sortable, searchable with NumPy)."""
+    rec = np.empty(len(code), dtype=_KEY_DTYPE)
+    rec["d"] = code
+    rec["r"] = np.asarray(run).astype(np.uint64)
+    rec["l"] = np.asarray(lumi).astype(np.uint64)
+    rec["e"] = np.asarray(event).astype(np.uint64)
+    rec["j"] = np.asarray(jet).astype(np.uint64)
+    return rec.view(f"S{_KEY_DTYPE.itemsize}")
+
+
+def _fmt_key(ds: Any, run: Any, lumi: Any, event: Any, jet: Any) -> str:
+    return (
+        f"(dataset={str(ds)!r}, run={int(run)}, luminosityBlock={int(lumi)}, "
+        f"event={int(event)}, jet_index={int(jet)})"
+    )
+
+
+@dataclass(eq=False)
+class VariedScores:
+    """Nominal and varied tagger scores per jet, looked up by the jet's key.
+
+    Parameters
+    ----------
+    dataset, run, luminosityBlock, event, jet_index
+        The per-jet key, shape ``(n,)`` each (see the module docstring); ``jet_index`` is
+        the index of the jet in its event's collection before any selection.
+    nominal
+        Nominal tagger score per jet.
+    varied
+        ``{name: (up, down)}`` scores per jet (down already mirrored where the variation
+        gave none).
+    flags
+        Per-jet boolean arrays, ``"<variation>.<flag>"`` (e.g. ``"conservattack.fooled"``)
+        and ``"varied"`` (the jet was in the set the variations ran on).
+    provenance
+        Configuration, options, metrics, seed and versions (JSON-serialisable).
+
+    Raises
+    ------
+    InputError
+        Mismatched lengths, non-finite scores, or the same key twice.
+    """
+
+    dataset: np.ndarray
+    run: np.ndarray
+    luminosityBlock: np.ndarray  # noqa: N815 - NanoAOD's branch name
+    event: np.ndarray
+    jet_index: np.ndarray
+    nominal: np.ndarray
+    varied: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    flags: dict[str, np.ndarray] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    _datasets: dict[str, int] = field(init=False, repr=False)
+    _order: np.ndarray = field(init=False, repr=False)
+    _sorted: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.nominal = self._scores(self.nominal, "nominal", None)
+        n = len(self.nominal)
+        self.dataset = self._column(self.dataset, "dataset", n, str)
+        self.run = self._column(self.run, "run", n, np.int64)
+        self.luminosityBlock = self._column(self.luminosityBlock, "luminosityBlock", n, np.int64)
+        self.event = self._column(self.event, "event", n, np.uint64)
+        self.jet_index = self._column(self.jet_index, "jet_index", n, np.int64)
+        varied = {}
+        for name, pair in dict(self.varied).items():
+            if not isinstance(name, str) or not name.isidentifier() or name == "nominal":
+                raise ConfigError(f"invalid variation name {name!r}")
+            up, down = pair
+            if down is None:
+                raise InputError(f"variation {name!r}: give down scores (mirror them if needed)")
+            varied[name] = (self._scores(up, f"{name}Up", n), self._scores(down, f"{name}Down", n))
+        self.varied = varied
+        flags = {}
+        for key, flag in dict(self.flags).items():
+            flags[str(key)] = self._column(flag, f"flag {key!r}", n, bool)
+        self.flags = flags
+        self.provenance = dict(self.provenance or {})
+        names = sorted(set(self.dataset.tolist()))
+        self._datasets = {ds: i for i, ds in enumerate(names)}
+        codes = np.array([self._datasets[d] for d in self.dataset.tolist()], dtype=np.uint32)
+        keys = _encode(codes, self.run, self.luminosityBlock, self.event, self.jet_index)
+        self._order = np.argsort(keys, kind="stable")
+        self._sorted = keys[self._order]
+        dup = np.flatnonzero(self._sorted[1:] == self._sorted[:-1])
+        if dup.size:
+            i = self._order[dup[0]]
+            raise InputError(
+                f"{dup.size} duplicate jet keys; first: "
+                f"{_fmt_key(*(getattr(self, k)[i] for k in KEY_FIELDS))} — are two files of "
+                "one dataset the same events?"
+            )
+
+    @staticmethod
+    def _scores(a: Any, what: str, n: int | None) -> np.ndarray:
+        s = _numpy(a, np.float64)
+        if s.ndim != 1 or (n is not None and len(s) != n):
+            raise InputError(f"{what} scores have shape {s.shape}, expected ({n},)")
+        if not np.all(np.isfinite(s)):
+            raise InputError(f"{what} scores contain {int((~np.isfinite(s)).sum())} NaN/inf")
+        return s
+
+    @staticmethod
+    def _column(a: Any, what: str, n: int, dtype: Any) -> np.ndarray:
+        c = _numpy(a)
+        if c.shape != (n,):
+            raise InputError(f"{what} has shape {c.shape}, expected ({n},)")
+        return c.astype(dtype)
+
+    # ------------------------------------------------------------------ queries
+    def __len__(self) -> int:
+        return len(self.nominal)
+
+    @property
+    def datasets(self) -> list[str]:
+        """Dataset names present."""
+        return list(self._datasets)
+
+    def systematics(self) -> list[str]:
+        """``["nominal", "<name>Up", "<name>Down", ...]`` in variation order."""
+        out = ["nominal"]
+        for name in self.varied:
+            out += [f"{name}Up", f"{name}Down"]
+        return out
+
+    def index_of(self, dataset: Any, run: Any, lumi: Any, event: Any, jet_index: Any) -> np.ndarray:
+        """Row of each queried jet in these arrays, -1 where the key is absent.
+
+        ``dataset`` is a name (str) for all queried jets or one name per jet; the other
+        arguments are per-jet arrays (NumPy or flat awkward) or scalars, broadcast together.
+        """
+        run, lumi, event, jet_index = np.broadcast_arrays(
+            _numpy(run), _numpy(lumi), _numpy(event), _numpy(jet_index)
+        )
+        run, lumi, event, jet_index = (a.reshape(-1) for a in (run, lumi, event, jet_index))
+        m = len(run)
+        if isinstance(dataset, str | bytes | np.str_):
+            ds = str(dataset)
+            known = np.full(m, ds in self._datasets)
+            codes = np.full(m, self._datasets.get(ds, 0), dtype=np.uint32)
+        else:
+            names = _numpy(dataset).astype(str).reshape(-1)
+            if names.shape != (m,):
+                raise InputError(f"dataset has shape {names.shape}, expected ({m},) or a str")
+            known = np.array([d in self._datasets for d in names.tolist()], dtype=bool)
+            codes = np.array([self._datasets.get(d, 0) for d in names.tolist()], dtype=np.uint32)
+        rows = np.full(m, -1, dtype=np.int64)
+        if m == 0 or len(self) == 0:
+            return rows
+        q = _encode(codes, run, lumi, event, jet_index)
+        pos = np.searchsorted(self._sorted, q)
+        pos_c = np.minimum(pos, len(self) - 1)
+        found = known & (self._sorted[pos_c] == q)
+        rows[found] = self._order[pos_c[found]]
+        return rows
+
+    def _rows(
+        self, dataset: Any, run: Any, lumi: Any, event: Any, jet_index: Any, missing: str
+    ) -> np.ndarray:
+        if missing not in ("raise", "nan"):
+            raise ConfigError(f"missing must be 'raise' or 'nan', got {missing!r}")
+        rows = self.index_of(dataset, run, lumi, event, jet_index)
+        bad = np.flatnonzero(rows < 0)
+        if bad.size and missing == "raise":
+            i = bad[0]
+            b = np.broadcast_arrays(_numpy(run), _numpy(lumi), _numpy(event), _numpy(jet_index))
+            r, lu, e, j = (a.reshape(-1)[i] for a in b)
+            ds = dataset if isinstance(dataset, str) else _numpy(dataset).reshape(-1)[i]
+            raise InputError(
+                f"{bad.size} of {len(rows)} jets have no scores; first missing: "
+                f"{_fmt_key(ds, r, lu, e, j)}. Pass 2 must select a subset of pass 1's jets "
+                f"(same dataset names; known datasets: {self.datasets}); "
+                "use missing='nan' to get NaN instead"
+            )
+        return rows
+
+    def lookup(
+        self,
+        dataset: Any,
+        run: Any,
+        lumi: Any,
+        event: Any,
+        jet_index: Any,
+        *,
+        missing: str = "raise",
+    ) -> dict[str, np.ndarray]:
+        """Scores of the queried jets, ``{systematic: scores}`` (see :meth:`systematics`).
+
+        Parameters
+        ----------
+        dataset
+            Dataset name (str, for every jet) or one name per jet.
+        run, lumi, event, jet_index
+            Per-jet key arrays (flat), broadcast together.
+        missing
+            ``"raise"``: :class:`InputError` naming how many keys are absent and the
+            first one; ``"nan"``: NaN scores for absent keys.
+        """
+        rows = self._rows(dataset, run, lumi, event, jet_index, missing)
+        ok = rows >= 0
+        safe = np.where(ok, rows, 0)
+
+        def take(a: np.ndarray) -> np.ndarray:
+            out = a[safe] if len(a) else np.zeros(len(rows))
+            return np.where(ok, out, np.nan)
+
+        out = {"nominal": take(self.nominal)}
+        for name, (up, down) in self.varied.items():
+            out[f"{name}Up"] = take(up)
+            out[f"{name}Down"] = take(down)
+        return out
+
+    def lookup_flags(
+        self, dataset: Any, run: Any, lumi: Any, event: Any, jet_index: Any
+    ) -> dict[str, np.ndarray]:
+        """Per-jet flags of the queried jets (absent keys raise, as in :meth:`lookup`)."""
+        rows = self._rows(dataset, run, lumi, event, jet_index, "raise")
+        return {k: v[rows] for k, v in self.flags.items()}
+
+    def lookup_jagged(
+        self,
+        dataset: Any,
+        run: Any,
+        lumi: Any,
+        event: Any,
+        jet_index: Any,
+        *,
+        missing: str = "raise",
+    ) -> dict[str, Any]:
+        """:meth:`lookup` for per-event keys and a jagged (events, jets) ``jet_index``.
+
+        ``run``, ``lumi`` and ``event`` have one entry per event (``events.run``...),
+        ``jet_index`` is e.g. ``ak.local_index(events.FatJet, axis=1)[selection]``; returns
+        ``{systematic: awkward array}`` with ``jet_index``'s structure.
+        """
+        import awkward as ak
+
+        jet_index = ak.Array(jet_index)
+        if jet_index.ndim != 2 or ak.fields(jet_index):
+            raise InputError(
+                f"jet_index must be a jagged (events, jets) integer array such as "
+                f"ak.local_index(events.FatJet, axis=1)[selection], got type {jet_index.type}"
+            )
+        counts = _numpy(ak.num(jet_index, axis=1), np.int64)
+        flat = _numpy(ak.flatten(jet_index, axis=1))
+
+        def per_jet(a: Any) -> np.ndarray:
+            return np.repeat(_numpy(a), counts)
+
+        ds = dataset if isinstance(dataset, str) else per_jet(dataset)
+        values = self.lookup(ds, per_jet(run), per_jet(lumi), per_jet(event), flat, missing=missing)
+        return {k: ak.unflatten(v, counts) for k, v in values.items()}
+
+    # ------------------------------------------------------------------ I/O
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write an ``.npz`` file atomically (readable with :meth:`load`)."""
+        arrays: dict[str, Any] = {k: getattr(self, k) for k in KEY_FIELDS}
+        arrays["dataset"] = self.dataset.astype(str)
+        arrays["nominal"] = self.nominal
+        arrays["format"] = np.array(_FORMAT)
+        arrays["varied_names"] = np.array(list(self.varied), dtype=str)
+        for i, (up, down) in enumerate(self.varied.values()):
+            arrays[f"up_{i}"], arrays[f"down_{i}"] = up, down
+        arrays["flag_names"] = np.array(list(self.flags), dtype=str)
+        for i, flag in enumerate(self.flags.values()):
+            arrays[f"flag_{i}"] = flag
+        arrays["provenance"] = np.array(json.dumps(to_jsonable(self.provenance), default=str))
+        return atomic_savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> VariedScores:
+        """Read a file written by :meth:`save`."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                data = {k: f[k] for k in f.files}
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: not a VariedScores file ({exc})") from exc
+        if str(data.get("format", "")) != _FORMAT:
+            raise InputError(f"{path}: not a VariedScores file (format {data.get('format')!r})")
+        names = [str(n) for n in data["varied_names"]]
+        flags = [str(n) for n in data["flag_names"]]
+        return cls(
+            **{k: data[k] for k in KEY_FIELDS},
+            nominal=data["nominal"],
+            varied={n: (data[f"up_{i}"], data[f"down_{i}"]) for i, n in enumerate(names)},
+            flags={n: data[f"flag_{i}"] for i, n in enumerate(flags)},
+            provenance=json.loads(str(data["provenance"])),
+        )
+
+
+# ---------------------------------------------------------------------- attack step
+def _key_columns(features: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    absent = [k for k in KEY_FIELDS if k not in features]
+    if absent:
+        raise InputError(
+            f"the features lack the jet keys {absent}: run pass 1 with "
+            "advsyst.processors.run.extract_features, which records them"
+        )
+    return {k: np.asarray(features[k]) for k in KEY_FIELDS}
+
+
+def _sliced_context(ctx: Any, n: int, sel: np.ndarray | None) -> Any:
+    ctx.check(n)
+    if sel is None:
+        return ctx
+    changes = {}
+    for label in ("y", "weights", "control_mask"):
+        arr = getattr(ctx, label)
+        if arr is not None:
+            changes[label] = np.asarray(arr)[sel]
+    return dataclasses.replace(ctx, **changes)
+
+
+def build_varied_scores(
+    features: Mapping[str, Any],
+    model: Any,
+    variations: Sequence[str],
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    context: Any = None,
+    score_class: int | None = None,
+    vary_mask: np.ndarray | None = None,
+    score_range: tuple[float, float] = (0.0, 1.0),
+) -> VariedScores:
+    """Run each variation once on the merged pass-1 features and score every jet.
+
+    Parameters
+    ----------
+    features
+        Output of :func:`advsyst.processors.run.extract_features` (``X``, the key
+        columns, and optionally ``w``, ``y``, ``region_CR``, ``feature_names``).
+    model
+        The tagger (torch module or :class:`~advsyst.attacks.model.ModelAdapter`).
+    variations
+        Registered variation names (:func:`advsyst.systematics.available`).
+    options
+        ``{variation: options}`` passed to each variation.
+    context
+        A :class:`~advsyst.systematics.VariationContext` over all jets of ``features``;
+        default: weights ``w``, labels ``y``, control mask ``region_CR`` (used by
+        ``restrict_to_control``) and ``feature_names`` from ``features``.
+    score_class
+        Column of a multi-class model's probabilities (see
+        :func:`advsyst.systematics.model_scores`).
+    vary_mask
+        Jets the variations run on (default all); the others (collision data) keep their
+        nominal score in every systematic.  The dataset-level statistics of the attack
+        are those of these jets together.
+    score_range
+        Range used to clip mirrored down scores (the histogram's score axis).
+
+    Returns
+    -------
+    VariedScores
+    """
+    from advsyst.systematics import (
+        VariationContext,
+        get,
+        mirror_scores,
+        model_scores,
+        run_variation,
+    )
+
+    keys = _key_columns(features)
+    X = np.asarray(features["X"], dtype=np.float64)
+    if X.ndim != 2 or len(X) != len(keys["event"]):
+        raise InputError(
+            f"features['X'] has shape {X.shape}; expected ({len(keys['event'])}, d) like the keys"
+        )
+    n = len(X)
+    options = {k: dict(v) for k, v in (options or {}).items()}
+    variations = list(variations)
+    if len(set(variations)) != len(variations):
+        raise ConfigError(f"duplicate variation names in {variations}")
+    unknown = set(options) - set(variations)
+    if unknown:
+        raise ConfigError(f"options given for variations not requested: {sorted(unknown)}")
+    for name in variations:
+        get(name)  # unknown names fail before any work
+    if context is None:
+        names = features.get("feature_names")
+        cr = features.get("region_CR")
+        context = VariationContext(
+            y=None if features.get("y") is None else np.asarray(features["y"]),
+            weights=None if features.get("w") is None else np.asarray(features["w"], float),
+            control_mask=None if cr is None else np.asarray(cr, bool),
+            feature_names=None if names is None else [str(s) for s in names],
+        )
+    sel = None
+    if vary_mask is not None:
+        sel = np.asarray(vary_mask, dtype=bool)
+        if sel.shape != (n,):
+            raise InputError(f"vary_mask has shape {sel.shape}, expected ({n},)")
+    ctx = _sliced_context(context, n, sel)
+    Xv = X if sel is None else X[sel]
+    nominal = np.zeros(n)
+    if n:
+        nominal, _ = model_scores(model, X, score_class)
+    nominal_v = nominal if sel is None else nominal[sel]
+    low, high = score_range
+    varied: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    flags: dict[str, np.ndarray] = {}
+    infos: dict[str, Any] = {}
+    for name in variations:
+        up, down = nominal.copy(), nominal.copy()
+        if len(Xv):
+            res = run_variation(name, Xv, model, context=ctx, **options.get(name, {}))
+            up_v, _ = model_scores(model, res.up, score_class)
+            if res.down is None:
+                down_v = mirror_scores(nominal_v, up_v, low, high)
+            else:
+                down_v, _ = model_scores(model, res.down, score_class)
+            if sel is None:
+                up, down = np.asarray(up_v, float), np.asarray(down_v, float)
+            else:
+                up[sel], down[sel] = up_v, down_v
+            for k, f in res.flags.items():
+                full = np.zeros(n, dtype=bool)
+                if sel is None:
+                    full[:] = f
+                else:
+                    full[sel] = f
+                flags[f"{name}.{k}"] = full
+            infos[name] = {k: v for k, v in res.info.items() if k != "history"}
+            infos[name]["down_mirrored"] = res.down is None
+        varied[name] = (up, down)
+    flags["varied"] = np.ones(n, dtype=bool) if sel is None else sel.copy()
+    prov = provenance(
+        {"variations": variations, "options": options, "score_class": score_class},
+        seed=ctx.seed,
+        n_jets=n,
+        n_varied=int(flags["varied"].sum()),
+        score_range=list(score_range),
+        variation_info=json.loads(json.dumps(to_jsonable(infos), default=str)),
+    )
+    return VariedScores(**keys, nominal=nominal, varied=varied, flags=flags, provenance=prov)
+
+
+# ---------------------------------------------------------------------- passes
+_EXECUTORS = ("iterative", "futures", "dask")
+
+
+def _unwrap(exc: BaseException) -> BaseException | None:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, AdvsystError):
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+@contextlib.contextmanager
+def _client(client: Any, workers: int) -> Iterator[Any]:
+    """The given client, or a temporary LocalCluster of ``workers`` processes."""
+    if client is not None:
+        yield client
+        return
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=max(1, int(workers)),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        yield c
+
+
+def run_pass1(
+    fileset: Any,
+    *,
+    executor: str = "iterative",
+    schema: str = "pfnano",
+    jet_collection: str = "FatJet",
+    chunksize: int = 50_000,
+    workers: int = 1,
+    client: Any = None,
+    **feature_options: Any,
+) -> dict[str, np.ndarray]:
+    """Pass 1: merged per-jet features and keys
+    (:func:`advsyst.processors.run.extract_features`; with ``executor="dask"`` and a
+    ``client``, on that client's cluster)."""
+    from advsyst.processors.run import extract_features
+
+    if executor not in _EXECUTORS:
+        raise ConfigError(f"executor must be one of {_EXECUTORS}, got {executor!r}")
+    extra = {"scheduler": client} if executor == "dask" and client is not None else {}
+    return extract_features(
+        fileset,
+        schema=schema,
+        jet_collection=jet_collection,
+        executor=executor,
+        chunksize=chunksize,
+        workers=workers,
+        **extra,
+        **feature_options,
+    )
+
+
+def run_pass2(
+    fileset: Any,
+    processor_instance: Any,
+    *,
+    executor: str = "iterative",
+    schema: str = "pfnano",
+    chunksize: int = 50_000,
+    workers: int = 1,
+    client: Any = None,
+    quiet_schema: bool = True,
+    treename: str = "Events",
+) -> Any:
+    """Pass 2: run the analyst's processor with ``processor.Runner`` (virtual mode).
+
+    ``executor``: ``"iterative"``, ``"futures"`` (``workers`` processes) or ``"dask"``
+    (``DaskExecutor`` on ``client``; a temporary ``LocalCluster`` of ``workers``
+    processes when None).  Returns the processor's (merged, postprocessed) output.
+    """
+    from coffea import processor
+
+    from advsyst.processors.run import _SCHEMAS, normalize_fileset
+
+    if executor not in _EXECUTORS:
+        raise ConfigError(f"executor must be one of {_EXECUTORS}, got {executor!r}")
+    if schema not in _SCHEMAS:
+        raise ConfigError(f"schema must be one of {sorted(_SCHEMAS)}, got {schema!r}")
+    schema_cls = _SCHEMAS[schema][1 if quiet_schema else 0]
+    norm = normalize_fileset(fileset, treename)
+
+    def run(ex: Any) -> Any:
+        runner = processor.Runner(
+            executor=ex,
+            schema=schema_cls,
+            chunksize=int(chunksize),
+            skipbadfiles=False,
+            metadata_cache={},
+        )
+        try:
+            return runner(norm, processor_instance=processor_instance)
+        except Exception as exc:
+            inner = _unwrap(exc)
+            if inner is not None:
+                raise inner from exc
+            raise
+
+    if executor == "iterative":
+        return run(processor.IterativeExecutor(status=False))
+    if executor == "futures":
+        return run(processor.FuturesExecutor(workers=max(1, int(workers)), status=False))
+    with _client(client, workers) as c:
+        return run(processor.DaskExecutor(client=c, status=False))
+
+
+def _data_mask(fileset: Any, dataset: np.ndarray) -> np.ndarray:
+    from advsyst.processors.run import normalize_fileset
+
+    norm = normalize_fileset(fileset)
+    data = {ds for ds, spec in norm.items() if spec["metadata"].get("is_data")}
+    return np.isin(np.asarray(dataset).astype(str), sorted(data))
+
+
+def two_pass(
+    fileset: Any,
+    model: Any,
+    variations: Sequence[str],
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    analysis_processor_factory: Callable[[VariedScores], Any],
+    executor: str = "iterative",
+    jet_collection: str = "FatJet",
+    schema: str = "pfnano",
+    chunksize: int = 50_000,
+    workers: int = 1,
+    client: Any = None,
+    context: Any = None,
+    score_class: int | None = None,
+    vary_data: bool = False,
+    feature_options: Mapping[str, Any] | None = None,
+    save_scores: str | os.PathLike[str] | None = None,
+    return_scores: bool = False,
+) -> Any:
+    """Pass 1, the variations on the merged features, pass 2 (see the module docstring).
+
+    Parameters
+    ----------
+    fileset
+        coffea fileset, ``{dataset: {"files": {path: "Events"}, "metadata": {...}}}``
+        (or the shorter forms :func:`advsyst.processors.run.normalize_fileset` accepts);
+        ``metadata["is_data"]`` marks collision data.
+    model, variations, options, context, score_class
+        As for :func:`build_varied_scores` (``context`` over all pass-1 jets).
+    analysis_processor_factory
+        ``VariedScores -> processor.ProcessorABC``: builds the analyst's processor (e.g.
+        the processor class itself, when its first argument is the VariedScores).
+    executor
+        ``"iterative"``, ``"futures"`` or ``"dask"``, used for both passes.
+    jet_collection, schema, chunksize, workers
+        Pass-1 feature processor settings (schema ``pfnano``: constituents, ``nanoaod``:
+        jet variables) and the executors' chunk size and worker count; pass 2 opens the
+        files with the same schema.
+    client
+        ``distributed.Client`` for ``executor="dask"`` (default: local threads for pass 1,
+        a temporary ``LocalCluster`` for pass 2).
+    vary_data
+        Run the variations on collision-data datasets too (default: simulation only).
+    feature_options
+        Extra :func:`~advsyst.processors.run.extract_features` options (``jet_min_pt``,
+        ``jet_max_abs_eta``, ``regions``, ...).
+    save_scores
+        Write the :class:`VariedScores` there (``.npz``).
+    return_scores
+        Return ``(output, VariedScores)`` instead of the output alone.
+
+    Returns
+    -------
+    The analyst processor's output (or ``(output, VariedScores)``).
+    """
+    if executor not in _EXECUTORS:
+        raise ConfigError(f"executor must be one of {_EXECUTORS}, got {executor!r}")
+    with contextlib.ExitStack() as stack:
+        if executor == "dask" and client is None:
+            client = stack.enter_context(_client(None, workers))
+        features = run_pass1(
+            fileset,
+            executor=executor,
+            schema=schema,
+            jet_collection=jet_collection,
+            chunksize=chunksize,
+            workers=workers,
+            client=client,
+            **dict(feature_options or {}),
+        )
+        vary = None if vary_data else ~_data_mask(fileset, features["dataset"])
+        log.info(
+            "pass 1: %d jets; running %s on %d of them",
+            len(features["X"]),
+            ", ".join(variations),
+            len(features["X"]) if vary is None else int(vary.sum()),
+        )
+        varied = build_varied_scores(
+            features,
+            model,
+            variations,
+            options,
+            context=context,
+            score_class=score_class,
+            vary_mask=vary,
+        )
+        if save_scores is not None:
+            varied.save(save_scores)
+        proc = analysis_processor_factory(varied)
+        out = run_pass2(
+            fileset,
+            proc,
+            executor=executor,
+            schema=schema,
+            chunksize=chunksize,
+            workers=workers,
+            client=client,
+        )
+    return (out, varied) if return_scores else out

@@ -1,0 +1,454 @@
+"""Two-pass flow: VariedScores lookup/save, build_varied_scores, pass-2 histograms."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import awkward as ak
+import hist
+import numpy as np
+import pytest
+import uproot
+from coffea import processor
+
+import advsyst.systematics as S
+from advsyst.data import generate_sample
+from advsyst.errors import ConfigError, InputError
+from advsyst.workflows.twopass import (
+    KEY_FIELDS,
+    VariedScores,
+    build_varied_scores,
+    run_pass1,
+    run_pass2,
+    two_pass,
+)
+
+N_EVENTS = 150
+PASS2_MIN_PT = 250.0  # tighter than pass 1's 200 GeV: a subset of pass 1's jets
+OPTIONS = {
+    "fgsm": {"epsilon": 0.02, "units": "range"},
+    "shift": {"epsilon": 0.05},
+    "conservattack": {
+        "budget": "cumulative",
+        "units": "range",
+        "min_change": 0.01,
+        "step": 0.01,
+        "num_bins": 30,
+        "n_iterations": 2,
+        "max_jsd": 0.05,
+        "max_dfn": 0.05,
+        "seed": 3,
+        "progress": False,
+    },
+}
+
+
+# ---------------------------------------------------------------------- fixtures
+def _sample(factory, process: str, seed: int) -> Path:
+    d = factory.getbasetemp() / "advsyst_samples"
+    d.mkdir(exist_ok=True)
+    path = d / f"{process}_{N_EVENTS}_{seed}_0.root"
+    if not path.exists():
+        generate_sample(process, n_events=N_EVENTS, out=path, seed=seed, workers=1, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fileset(tmp_path_factory) -> dict[str, Any]:
+    return {
+        "ttbar": {
+            "files": {str(_sample(tmp_path_factory, "ttbar", 1)): "Events"},
+            "metadata": {"label": 1, "is_data": False},
+        },
+        "ww": {
+            "files": {str(_sample(tmp_path_factory, "ww", 2)): "Events"},
+            "metadata": {"label": 0, "is_data": False},
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def features(fileset) -> dict[str, np.ndarray]:
+    return run_pass1(fileset, chunksize=64)
+
+
+@pytest.fixture(scope="module")
+def model(features):
+    from advsyst.models import train_classifier
+
+    m, _ = train_classifier(
+        features["X"], features["y"], features["w"], hidden=(16,), epochs=2, progress=False
+    )
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def varied(features, model) -> VariedScores:
+    opts = {k: OPTIONS[k] for k in ("fgsm", "shift")}
+    return build_varied_scores(features, model, ["fgsm", "shift"], opts)
+
+
+def _toy(rng: np.random.Generator, n: int = 500) -> VariedScores:
+    keys = np.unique(
+        np.column_stack(
+            [
+                rng.integers(0, 2, n),
+                rng.integers(1, 3, n),
+                rng.integers(1, 4, n),
+                np.where(
+                    np.arange(n) % 7 == 0,
+                    rng.integers(2**62, 2**64 - 1, n, dtype=np.uint64),
+                    rng.integers(1, 50, n).astype(np.uint64),
+                ),
+                rng.integers(0, 4, n),
+            ]
+        ).astype(np.uint64),
+        axis=0,
+    )
+    m = len(keys)
+    nominal = rng.uniform(0, 1, m)
+    return VariedScores(
+        dataset=np.where(keys[:, 0] == 0, "ttbar", "ww"),
+        run=keys[:, 1],
+        luminosityBlock=keys[:, 2],
+        event=keys[:, 3],
+        jet_index=keys[:, 4],
+        nominal=nominal,
+        varied={"a": (nominal + 0.1, nominal - 0.1), "b": (nominal * 0.5, nominal * 0.25)},
+        flags={"a.moved": rng.uniform(size=m) < 0.5},
+        provenance={"note": "toy", "seed": 7},
+    )
+
+
+def _keys(v: VariedScores, idx: np.ndarray) -> tuple[np.ndarray, ...]:
+    return tuple(getattr(v, k)[idx] for k in KEY_FIELDS)
+
+
+# ---------------------------------------------------------------------- VariedScores
+def test_lookup_round_trip_with_shuffled_keys(rng):
+    v = _toy(rng)
+    assert v.systematics() == ["nominal", "aUp", "aDown", "bUp", "bDown"]
+    perm = rng.permutation(len(v))
+    got = v.lookup(*_keys(v, perm))
+    assert list(got) == v.systematics()
+    np.testing.assert_array_equal(got["nominal"], v.nominal[perm])
+    np.testing.assert_array_equal(got["aUp"], v.varied["a"][0][perm])
+    np.testing.assert_array_equal(got["bDown"], v.varied["b"][1][perm])
+    np.testing.assert_array_equal(v.index_of(*_keys(v, perm)), perm)
+    np.testing.assert_array_equal(
+        v.lookup_flags(*_keys(v, perm))["a.moved"], v.flags["a.moved"][perm]
+    )
+    # one dataset name for all queried jets, scalars broadcast, awkward inputs
+    tt = np.flatnonzero(v.dataset == "ttbar")[::-1]
+    ds, run, lumi, event, jet = _keys(v, tt)
+    got = v.lookup("ttbar", ak.Array(run), lumi, event, ak.Array(jet))
+    np.testing.assert_array_equal(got["nominal"], v.nominal[tt])
+    one = v.lookup("ttbar", run[0], lumi[0], event[0], jet[0])
+    assert one["nominal"].tolist() == [v.nominal[tt[0]]]
+    with pytest.raises(InputError, match="jet_index must be a jagged"):
+        v.lookup_jagged("ttbar", run[:1], lumi[:1], event[:1], ak.Array([[{"x": 1}]]))
+
+
+def test_lookup_jagged_matches_flat(rng):
+    v = _toy(rng)
+    tt = np.flatnonzero(v.dataset == "ttbar")[:5]
+    _, run, lumi, event, jet = _keys(v, tt)
+    # one event per queried jet, plus an event without jets
+    got = v.lookup_jagged(
+        "ttbar",
+        np.append(run, 1),
+        np.append(lumi, 1),
+        np.append(event, 0),
+        ak.Array([[j] for j in jet.tolist()] + [[]]),
+    )
+    assert ak.num(got["aUp"]).tolist() == [1] * 5 + [0]
+    np.testing.assert_array_equal(ak.to_numpy(ak.flatten(got["aUp"])), v.varied["a"][0][tt])
+
+
+def test_missing_keys_raise_naming_count_and_first(rng):
+    v = _toy(rng)
+    idx = np.arange(10)
+    ds, run, lumi, event, jet = (np.array(a) for a in _keys(v, idx))
+    ds = ds.astype(object)
+    ds[2] = "qcd"  # unknown dataset
+    jet[5] = 99  # unknown jet
+    event[7], jet[7] = np.uint64(2**64 - 1), 3  # most likely unknown
+    exists = v.index_of(ds[7], run[7], lumi[7], event[7], jet[7])[0] >= 0
+    n_missing = 2 + (not exists)
+    with pytest.raises(InputError) as err:
+        v.lookup(ds, run, lumi, event, jet)
+    msg = str(err.value)
+    assert f"{n_missing} of 10 jets have no scores" in msg
+    assert f"dataset='qcd', run={int(run[2])}, luminosityBlock={int(lumi[2])}" in msg
+    assert f"event={int(event[2])}, jet_index={int(jet[2])}" in msg
+    got = v.lookup(ds, run, lumi, event, jet, missing="nan")
+    bad = np.isnan(got["nominal"])
+    assert bad.sum() == n_missing and bad[2] and bad[5]
+    np.testing.assert_array_equal(got["bUp"][~bad], v.varied["b"][0][idx[~bad]])
+    with pytest.raises(ConfigError, match="missing"):
+        v.lookup(ds, run, lumi, event, jet, missing="zero")
+
+
+def test_duplicate_and_inconsistent_inputs_are_rejected():
+    base = dict(
+        dataset=["a", "a"], run=[1, 1], luminosityBlock=[1, 1], event=[5, 5], nominal=[0.1, 0.2]
+    )
+    with pytest.raises(InputError, match="1 duplicate jet keys; first: .*event=5, jet_index=0"):
+        VariedScores(**base, jet_index=[0, 0])
+    VariedScores(**base, jet_index=[0, 1])  # different jets of one event
+    with pytest.raises(InputError, match="fooUp scores have shape"):
+        VariedScores(**base, jet_index=[0, 1], varied={"foo": ([0.1], [0.1])})
+    with pytest.raises(InputError, match="NaN"):
+        VariedScores(**base, jet_index=[0, 1], varied={"foo": ([0.1, np.nan], [0.1, 0.2])})
+    with pytest.raises(InputError, match="event has shape"):
+        VariedScores(**{**base, "event": [5]}, jet_index=[0, 1])
+
+
+def test_save_load_round_trip(rng, tmp_path):
+    v = _toy(rng)
+    path = v.save(tmp_path / "scores.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.npz"]  # no temporaries
+    w = VariedScores.load(path)
+    for k in (*KEY_FIELDS, "nominal"):
+        np.testing.assert_array_equal(getattr(w, k), getattr(v, k))
+        assert getattr(w, k).dtype == getattr(v, k).dtype
+    assert w.systematics() == v.systematics() and set(w.flags) == set(v.flags)
+    for name in v.varied:
+        for a, b in zip(w.varied[name], v.varied[name]):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(w.flags["a.moved"], v.flags["a.moved"])
+    assert w.provenance == v.provenance
+    perm = rng.permutation(len(v))
+    np.testing.assert_array_equal(w.lookup(*_keys(v, perm))["bUp"], v.varied["b"][0][perm])
+    (tmp_path / "junk.npz").write_bytes(b"not an npz")
+    with pytest.raises(InputError, match="not a VariedScores file"):
+        VariedScores.load(tmp_path / "junk.npz")
+
+
+# ---------------------------------------------------------------------- pass 1 keys
+def test_pass1_records_the_jet_keys(fileset, features):
+    path = next(iter(fileset["ttbar"]["files"]))
+    with uproot.open(path) as f:
+        a = f["Events"].arrays(["run", "luminosityBlock", "event", "FatJet_pt", "FatJet_eta"])
+    sel = (a.FatJet_pt > 200) & (abs(a.FatJet_eta) < 2.4)
+    tt = features["dataset"] == "ttbar"
+    for key in ("run", "luminosityBlock", "event"):
+        expect = ak.flatten(ak.broadcast_arrays(a[key], a.FatJet_pt)[0][sel])
+        np.testing.assert_array_equal(features[key][tt], ak.to_numpy(expect))
+    idx = ak.flatten(ak.local_index(a.FatJet_pt, axis=1)[sel])
+    np.testing.assert_array_equal(features["jet_index"][tt], ak.to_numpy(idx))
+    assert features["jet_index"].max() > 0  # not only leading jets
+
+
+# ---------------------------------------------------------------------- attack step
+def _context(features) -> S.VariationContext:
+    return S.VariationContext(
+        y=features["y"],
+        weights=features["w"],
+        control_mask=features["region_CR"],
+        feature_names=[str(n) for n in features["feature_names"]],
+    )
+
+
+@pytest.mark.parametrize("name", ["fgsm", "shift", "conservattack"])
+def test_build_varied_scores_equals_direct_scoring(features, model, name):
+    X = features["X"]
+    v = build_varied_scores(features, model, [name], {name: OPTIONS[name]})
+    res = S.run_variation(name, X, model, context=_context(features), **OPTIONS[name])
+    nominal, _ = S.model_scores(model, X)
+    up, _ = S.model_scores(model, res.up)
+    down = S.mirror_scores(nominal, up, 0.0, 1.0) if res.down is None else None
+    if down is None:
+        down, _ = S.model_scores(model, res.down)
+    np.testing.assert_array_equal(v.nominal, nominal)
+    np.testing.assert_array_equal(v.varied[name][0], up)
+    np.testing.assert_array_equal(v.varied[name][1], down)
+    assert np.any(v.varied[name][0] != nominal)
+    for k, flag in res.flags.items():
+        np.testing.assert_array_equal(v.flags[f"{name}.{k}"], flag)
+    assert v.flags["varied"].all() and v.provenance["config"]["variations"] == [name]
+    for k in KEY_FIELDS:
+        np.testing.assert_array_equal(getattr(v, k), features[k].astype(getattr(v, k).dtype))
+
+
+def test_vary_mask_keeps_other_jets_nominal(features, model):
+    tt = features["dataset"] == "ttbar"
+    v = build_varied_scores(features, model, ["fgsm"], {"fgsm": OPTIONS["fgsm"]}, vary_mask=tt)
+    sub = {k: (a[tt] if np.shape(a)[:1] == tt.shape else a) for k, a in features.items()}
+    direct = build_varied_scores(sub, model, ["fgsm"], {"fgsm": OPTIONS["fgsm"]})
+    np.testing.assert_array_equal(v.varied["fgsm"][0][tt], direct.varied["fgsm"][0])
+    np.testing.assert_array_equal(v.varied["fgsm"][0][~tt], v.nominal[~tt])
+    np.testing.assert_array_equal(v.varied["fgsm"][1][~tt], v.nominal[~tt])
+    np.testing.assert_array_equal(v.flags["varied"], tt)
+
+
+def test_build_varied_scores_bad_inputs(features, model):
+    with pytest.raises(ConfigError, match="unknown variation"):
+        build_varied_scores(features, model, ["nope"], {})
+    with pytest.raises(ConfigError, match="not requested"):
+        build_varied_scores(features, model, ["fgsm"], {"shift": {}})
+    no_keys = {k: v for k, v in features.items() if k != "jet_index"}
+    with pytest.raises(InputError, match=r"lack the jet keys \['jet_index'\]"):
+        build_varied_scores(no_keys, model, ["fgsm"], {})
+
+
+# ---------------------------------------------------------------------- pass 2
+class ScoreAnalysis(processor.ProcessorABC):
+    """A minimal analysis processor: tighter jet cut, scores looked up, one histogram."""
+
+    def __init__(self, varied: VariedScores) -> None:
+        self.varied = varied
+
+    def process(self, events: Any) -> dict[str, Any]:
+        jets = events.FatJet
+        good = (jets.pt > PASS2_MIN_PT) & (abs(jets.eta) < 2.4)
+        idx = ak.local_index(jets, axis=1)[good]
+        scores = self.varied.lookup_jagged(
+            events.metadata["dataset"], events.run, events.luminosityBlock, events.event, idx
+        )
+        w_event = np.asarray(events.genWeight, float) * (1 + 0.25 * (events.event % 3))
+        w = ak.to_numpy(ak.flatten(ak.broadcast_arrays(w_event, idx)[0]))
+        h = hist.Hist(
+            hist.axis.StrCategory([], growth=True, name="dataset"),
+            hist.axis.StrCategory([], growth=True, name="systematic"),
+            hist.axis.Regular(10, 0.0, 1.0, name="score"),
+            storage=hist.storage.Weight(),
+        )
+        for syst, s in scores.items():
+            h.fill(
+                dataset=events.metadata["dataset"],
+                systematic=syst,
+                score=ak.to_numpy(ak.flatten(s)),
+                weight=w,
+            )
+        return {"hist": h, "jets": len(w)}
+
+    def postprocess(self, accumulator: Any) -> Any:
+        return accumulator
+
+
+def _direct_hist(fileset, varied: VariedScores) -> dict[tuple[str, str], np.ndarray]:
+    """The expected pass-2 content, straight from the files and the lookup."""
+    out = {}
+    for ds, spec in fileset.items():
+        with uproot.open(next(iter(spec["files"]))) as f:
+            a = f["Events"].arrays(
+                ["run", "luminosityBlock", "event", "genWeight", "FatJet_pt", "FatJet_eta"]
+            )
+        good = (a.FatJet_pt > PASS2_MIN_PT) & (abs(a.FatJet_eta) < 2.4)
+        per_jet = {
+            k: ak.to_numpy(ak.flatten(ak.broadcast_arrays(a[k], a.FatJet_pt)[0][good]))
+            for k in ("run", "luminosityBlock", "event", "genWeight")
+        }
+        idx = ak.to_numpy(ak.flatten(ak.local_index(a.FatJet_pt, axis=1)[good]))
+        scores = varied.lookup(
+            ds, per_jet["run"], per_jet["luminosityBlock"], per_jet["event"], idx
+        )
+        w = per_jet["genWeight"] * (1 + 0.25 * (per_jet["event"] % 3))
+        for syst, s in scores.items():
+            out[ds, syst] = np.histogram(s, bins=10, range=(0.0, 1.0), weights=w)[0]
+    return out
+
+
+def test_pass2_histogram_equals_direct_numpy_histogram(fileset, varied):
+    out = run_pass2(fileset, ScoreAnalysis(varied), executor="iterative", chunksize=40)
+    h = out["hist"]
+    expected = _direct_hist(fileset, varied)
+    assert set(h.axes["systematic"]) == set(varied.systematics())
+    for (ds, syst), counts in expected.items():
+        np.testing.assert_allclose(
+            h[{"dataset": ds, "systematic": syst}].values(), counts, rtol=1e-12, err_msg=syst
+        )
+    assert 0 < out["jets"] < len(varied)  # a strict subset of pass 1's jets
+
+
+def test_iterative_and_futures_give_identical_histograms(fileset, varied):
+    runs = {
+        ex: run_pass2(fileset, ScoreAnalysis(varied), executor=ex, chunksize=40, workers=2)["hist"]
+        for ex in ("iterative", "futures")
+    }
+    a, b = runs["iterative"], runs["futures"]
+    for ds in a.axes["dataset"]:
+        for syst in a.axes["systematic"]:
+            va = a[{"dataset": ds, "systematic": syst}].view()
+            vb = b[{"dataset": ds, "systematic": syst}].view()
+            np.testing.assert_array_equal(va["value"], vb["value"])
+            np.testing.assert_array_equal(va["variance"], vb["variance"])
+
+
+def test_two_pass_convenience_and_collision_data(fileset, model, tmp_path):
+    fs = {**fileset, "ww": {**fileset["ww"], "metadata": {"label": 0, "is_data": True}}}
+    out, v = two_pass(
+        fs,
+        model,
+        ["fgsm"],
+        {"fgsm": OPTIONS["fgsm"]},
+        analysis_processor_factory=ScoreAnalysis,
+        executor="iterative",
+        chunksize=64,
+        save_scores=tmp_path / "v.npz",
+        return_scores=True,
+    )
+    ww = v.dataset == "ww"
+    np.testing.assert_array_equal(v.flags["varied"], ~ww)
+    np.testing.assert_array_equal(v.varied["fgsm"][0][ww], v.nominal[ww])
+    assert np.any(v.varied["fgsm"][0][~ww] != v.nominal[~ww])
+    expected = _direct_hist(fs, v)
+    for (ds, syst), counts in expected.items():
+        np.testing.assert_allclose(
+            out["hist"][{"dataset": ds, "systematic": syst}].values(), counts
+        )
+    np.testing.assert_array_equal(VariedScores.load(tmp_path / "v.npz").nominal, v.nominal)
+    with pytest.raises(ConfigError, match="executor"):
+        two_pass(fs, model, ["fgsm"], analysis_processor_factory=ScoreAnalysis, executor="spark")
+
+
+def test_pass2_selection_looser_than_pass1_names_the_missing_jet(fileset, varied):
+    class Loose(ScoreAnalysis):
+        def process(self, events: Any) -> dict[str, Any]:
+            idx = ak.local_index(events.FatJet, axis=1)  # every jet, also below 200 GeV
+            self.varied.lookup_jagged(
+                events.metadata["dataset"], events.run, events.luminosityBlock, events.event, idx
+            )
+            return {}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(InputError, match=r"jets have no scores; first missing: \(dataset="):
+            run_pass2(fileset, Loose(varied), executor="iterative")
+
+
+def test_two_pass_on_dask_matches_iterative(fileset, model):
+    """executor="dask": pass 1 via apply_to_fileset and pass 2 via DaskExecutor, both on a
+    temporary LocalCluster, give the iterative executor's histogram."""
+    import sys
+
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers can't import tests
+    try:
+        runs = {
+            ex: two_pass(
+                fileset,
+                model,
+                ["fgsm"],
+                {"fgsm": OPTIONS["fgsm"]},
+                analysis_processor_factory=ScoreAnalysis,
+                executor=ex,
+                chunksize=64,
+                workers=2,
+            )["hist"]
+            for ex in ("iterative", "dask")
+        }
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    a, b = runs["iterative"], runs["dask"]
+    assert set(a.axes["dataset"]) == set(b.axes["dataset"]) == {"ttbar", "ww"}
+    assert set(a.axes["systematic"]) == set(b.axes["systematic"])
+    for ds in a.axes["dataset"]:
+        for syst in a.axes["systematic"]:
+            sel = {"dataset": ds, "systematic": syst}
+            np.testing.assert_array_equal(a[sel].values(), b[sel].values())
+            np.testing.assert_array_equal(a[sel].variances(), b[sel].variances())
