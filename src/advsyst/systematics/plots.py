@@ -118,16 +118,18 @@ def plot_score_variations(
 
 
 def weighted_correlation(X: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Weighted Pearson correlation matrix of the columns of ``X`` (NaN for constant columns)."""
-    X = np.asarray(X, dtype=np.float64)
-    w = np.ones(len(X)) if weights is None else np.asarray(weights, dtype=np.float64)
-    W = w.sum()
-    mu = (w[:, None] * X).sum(0) / W
-    Xc = X - mu
-    cov = (w[:, None] * Xc).T @ Xc / W
-    sd = np.sqrt(np.diag(cov))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return cov / np.outer(sd, sd)
+    """Weighted Pearson correlation matrix of the columns of ``X`` (NaN for constant columns).
+
+    Same convention as the attack's budget (:class:`advsyst.stats.MomentTracker`).
+    """
+    from advsyst.stats import MomentTracker
+
+    moments = MomentTracker.from_data(np.asarray(X, dtype=np.float64), weights)
+    ok = np.diag(moments.cov) > 0
+    C = moments.correlation(valid=ok)
+    C[~ok, :] = np.nan
+    C[:, ~ok] = np.nan
+    return C
 
 
 def _check_pair(X_clean: Any, X_adv: Any) -> tuple[np.ndarray, np.ndarray]:
