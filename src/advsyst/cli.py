@@ -4,6 +4,7 @@ Sub-commands (each handler lives next to the code it drives and is imported lazi
 that ``advsyst --help`` stays fast):
 
 * ``attack``    CONSERVAttack on a model + feature file      -> advsyst.attacks.cli
+* ``train``     the paper's MLP tagger on a feature file      -> advsyst.models.cli
 * ``generate``  Pythia 8 + FastJet samples in PFNano layout   -> advsyst.data.cli
 * ``features``  coffea feature processor over ROOT files      -> advsyst.features.cli
 * ``demo``      the main job, end to end                      -> advsyst.workflows.demo
@@ -24,6 +25,7 @@ __all__ = ["main", "build_parser"]
 # sub-command -> (module, function that adds arguments, function that runs)
 _COMMANDS = {
     "attack": ("advsyst.attacks.cli", "Run CONSERVAttack on a model and a feature file."),
+    "train": ("advsyst.models.cli", "Train the paper's MLP tagger on a feature file."),
     "generate": ("advsyst.data.cli", "Generate Pythia 8 + FastJet samples in PFNano layout."),
     "features": ("advsyst.features.cli", "Extract jet features from NanoAOD/PFNano ROOT files."),
     "demo": ("advsyst.workflows.demo", "The main job: samples -> tagger -> attack -> systematics."),
