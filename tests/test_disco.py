@@ -132,22 +132,22 @@ def test_candidates_and_jsd_match_the_pearson_kernel(rng, kind):
     state = _State(X, w, cons, FeatureBinning.from_data(X, 20), np.ones(3, bool))
     t = DiscoTracker(X[:80])
     ka = state.kernel_args()
-    edges, lo_e, inv_w, H0, H, T, Ssum = ka[:7]
     lo, hi = X.min(0), X.max(0)
     ncand = 15 if kind == "draws" else 0
     j = 2 if kind == "integer" else 0
-    g, h, Rrow, Ap = np.empty(3), np.empty(3), np.empty(3), np.empty((80, 3))
+    cand = (lo, hi, np.full(3, 0.05), np.full(3, 0.1), ncand, 40, np.arange(3) == 2, 3, 1, False)
+    pearson_off = (*ka[:12], np.zeros(3, bool), np.zeros(1), ka[14])
+    scratch = (np.empty((80, 3)), np.empty(3), np.empty(3), np.empty(3))
     for i in range(0, 80, 7):
-        K_args = (X[i], w[i], j, 1.0 if i % 2 else -1.0, lo[j], hi[j], 0.05, 0.1, ncand)
-        common = (40, j == 2, 3, 1, i, edges, lo_e, inv_w, H0, H, T, Ssum)
+        s = 1.0 if i % 2 else -1.0
         ref = K.score_feature(
-            *K_args, *common, *ka[7:12], np.zeros(3, bool), 0.0, ka[14],
-            K.MODE_CUMULATIVE, 0.05, 1.0, 1.0, 1.0, 0.0, True, False,
+            X[i], w[i], j, s, i, cand, pearson_off, (K.MODE_CUMULATIVE, 0.05, 1.0, 1.0, 1.0, 0.0),
+            True, False,
         )  # fmt: skip
-        _dist_row(t.xs, i, Ap)
+        _dist_row(t.xs, i, scratch[0])
         got = _score(
-            *K_args, *common, *t.arrays()[:7], t.R0, t.valid, t.F2[0], i, Ap, g, h, Rrow,
-            K.MODE_CUMULATIVE, 0.05, 1e9, t.norm0, 1.0, 0.0, False,
+            X[i], w[i], j, s, i, i, cand, ka, t.arrays(), scratch,
+            (K.MODE_CUMULATIVE, 0.05, 1e9, t.norm0, 1.0, 0.0), False,
         )  # fmt: skip
         assert got == ref
 
@@ -165,7 +165,7 @@ def test_score_is_the_brute_force_argmin_in_a_moved_state(rng, mode):
     X = X0.copy()
     ka = state.kernel_args()
     for p, j, dl in [(4, 0, 1.3), (9, 1, -0.7), (4, 2, 0.4)]:
-        K.apply_move(X[p], 1.0, j, X[p, j] + dl, *ka)
+        K.apply_move(X[p], 1.0, j, X[p, j] + dl, ka)
         t.move(p, j, X[p, j])
     H0, lo, hi = binning.histogram(X0), X0.min(0) - 2, X0.max(0) + 2
     p, j, sgn, alpha, beta, lim_j, lim_d = 4, 0, -1.0, 1.0, 3.0, 0.5, 0.4
@@ -183,13 +183,12 @@ def test_score_is_the_brute_force_argmin_in_a_moved_state(rng, mode):
         if jd <= lim_j and corr <= lim_d and alpha * jd + beta * corr < best_sc:
             best, best_sc = xn - X[p, j], alpha * jd + beta * corr
     assert -1.5 < best < -0.1  # interior: neither the first nor the last candidate
-    g, h, Rrow, Ap = np.empty(d), np.empty(d), np.empty(d), np.empty((n, d))
-    _dist_row(t.xs, p, Ap)
-    base = t.F2[0] if mode == K.MODE_CUMULATIVE else 0.0
+    scratch = (np.empty((n, d)), np.empty(d), np.empty(d), np.empty(d))
+    _dist_row(t.xs, p, scratch[0])
+    cand = (lo, hi, np.full(d, 0.02), np.full(d, 0.05), 0, 10_000, np.zeros(d, bool), 0, 1, False)
     dl, sc, status = _score(
-        X[p], 1.0, j, sgn, lo[j], hi[j], 0.02, 0.05, 0, 10_000, False, 0, 1, p, *ka[:7],
-        *t.arrays()[:7], Rref, t.valid, base, p, Ap, g, h, Rrow,
-        mode, lim_j, lim_d, t.norm0, alpha, beta, False,
+        X[p], 1.0, j, sgn, p, p, cand, ka, t.arrays(), scratch,
+        (mode, lim_j, lim_d, t.norm0, alpha, beta), False,
     )  # fmt: skip
     assert status == 1
     assert dl == pytest.approx(best, abs=1e-12)

@@ -136,9 +136,12 @@ def _row_change(Rcur, Rref, valid, j, Rrow):
 
 
 @njit(cache=True)
-def _move(xs, r, tot, S1, P, V, Rcur, R0, valid, F2, p, j, u, Ap, g, h, Rrow):
-    """x_pj = u with the exact O(m·d) update; Ap must hold row p of the distances and is
-    refreshed for column j.  F2[0] = ‖R − R0‖²_F over valid pairs."""
+def _move(dstats, p, j, u, scratch):
+    """x_pj = u with the exact O(m·d) update of ``dstats`` (:meth:`DiscoTracker.arrays`);
+    ``scratch = (Ap, g, h, Rrow)``, Ap must hold row p of the distances and is refreshed
+    for column j.  F2[0] = ‖R − R0‖²_F over valid pairs."""
+    xs, r, tot, S1, P, V, Rcur, R0, valid, F2 = dstats
+    Ap, g, h, Rrow = scratch
     m, d = xs.shape
     D, E, const = _delta_sums(xs, r, Ap, p, j, u, g, h)
     vj, s1jj, pjj, totj = _new_row(S1, P, tot, V, r, p, j, D, E, const, g, h, Rrow)
@@ -200,55 +203,27 @@ def _candidates_f2(xs, r, tot, S1, P, V, Rcur, Rref, valid, base, p, j, values):
 
 
 @njit(cache=True)
-def _score(
-    x,
-    w,
-    j,
-    s,
-    lo_j,
-    hi_j,
-    mc,
-    st,
-    ncand,
-    maxc,
-    is_int,
-    rseed,
-    it,
-    ev,
-    edges,
-    lo_e,
-    inv_w,
-    H0,
-    H,
-    T,
-    Ssum,
-    xs,
-    r,
-    tot,
-    S1,
-    P,
-    V,
-    Rcur,
-    Rref,
-    valid,
-    base,
-    p,
-    Ap,
-    g,
-    h,
-    Rrow,
-    mode,
-    max_jsd,
-    max_frob,
-    norm0,
-    alpha,
-    beta,
-    allow_inadmissible,
-):
+def _score(x, w, j, s, ev, p, cand, stats, dstats, scratch, budget, allow_inadmissible):
     """Best move of feature j of subsample point p (event ev, values x): the candidates
     and the JSD term of :func:`advsyst.attacks._kernels.score_feature`, the dCor term
-    ‖R(u) − Rref‖_F (over ‖R0‖_F under the cumulative budget).  ``base`` is the current
-    ‖R − Rref‖²_F.  Returns (delta, score, status) like ``score_feature``."""
+    ‖R(u) − Rref‖_F (over ‖R0‖_F under the cumulative budget, where Rref = R0; under
+    ``per_change`` Rref is the current matrix).  ``stats``, ``cand`` and ``budget`` as for
+    the Pearson kernels (``budget`` with the tracker's ‖R0‖_F), ``dstats`` the tracker's
+    arrays, ``scratch = (Ap, g, h, Rrow)`` with Ap holding row p of the distances.  Returns
+    (delta, score, status) like ``score_feature``."""
+    lo, hi, mc_a, _, ncand, maxc, is_int_a, rseed, it, _ = cand
+    edges, lo_e, inv_w, H0, H, T, Ssum, mean, cov, sig, Ccur, C0, pvalid, pF2, W = stats
+    xs, r, tot, S1, P, V, Rcur, R0, valid, F2 = dstats
+    Ap, g, h, Rrow = scratch
+    mode, max_jsd, max_frob, norm0, alpha, beta = budget
+    cum = mode == K.MODE_CUMULATIVE
+    Rref = R0 if cum else Rcur
+    base = F2[0] if cum else 0.0
+    lo_j = lo[j]
+    hi_j = hi[j]
+    mc = mc_a[j]
+    st = K._step(cand, ev, j)
+    is_int = is_int_a[j]
     xj = x[j]
     if s == 0.0:
         return 0.0, 0.0, 0
@@ -264,8 +239,7 @@ def _score(
     dfa = K._f(pa, qa - wT) - K._f(pa, qa)
     Sj = Ssum[j]
     max_jsd2 = max_jsd * max_jsd
-    maxF2 = (max_frob * norm0) ** 2 if mode == K.MODE_CUMULATIVE else max_frob * max_frob
-    cum = mode == K.MODE_CUMULATIVE
+    maxF2 = (max_frob * norm0) ** 2 if cum else max_frob * max_frob
 
     best_d = 0.0
     best_sc = np.inf
@@ -336,65 +310,21 @@ def _score(
 
 @njit(cache=True)
 def _pass_kernel(
-    X,
-    wts,
-    events,
-    pos,
-    sign,
-    movable,
-    lo,
-    hi,
-    mc,
-    st,
-    ncand,
-    maxc,
-    is_int,
-    rseed,
-    it,
-    randomize,
-    edges,
-    lo_e,
-    inv_w,
-    H0,
-    H,
-    T,
-    Ssum,
-    mean,
-    cov,
-    sig,
-    Ccur,
-    C0,
-    pvalid,
-    pF2,
-    W,
-    xs,
-    r,
-    tot,
-    S1,
-    P,
-    V,
-    Rcur,
-    R0,
-    valid,
-    F2,
-    norm0,
-    mode,
-    max_jsd,
-    max_frob,
-    alpha,
-    beta,
-    allow_inadmissible,
+    X, wts, events, pos, sign, movable, cand, stats, dstats, budget, allow_inadmissible
 ):
     """Sequential pass over subsample events (as ``exact_pass``): under the cumulative
     budget each feature is scored against the state left by every earlier move and a
     move that rounding pushes past a limit is undone; under ``per_change`` all features
-    of an event are scored against the state before the event and applied together."""
+    of an event are scored against the state before the event and applied together.
+    ``stats`` is the Pearson state (histograms kept exact), ``dstats`` the tracker's
+    arrays, ``budget`` carries the tracker's ‖R0‖_F."""
+    Ssum = stats[6]  # the running JS sums of the Pearson state
+    xs, r, tot, S1, P, V, Rcur, R0, valid, F2 = dstats
+    mode, max_jsd, max_frob, norm0, _, _ = budget
     n_ev = events.shape[0]
     m, d = xs.shape
-    Ap = np.empty((m, d))
-    g = np.empty(d)
-    h = np.empty(d)
-    Rrow = np.empty(d)
+    scratch = (np.empty((m, d)), np.empty(d), np.empty(d), np.empty(d))
+    Ap = scratch[0]
     dls = np.zeros(d)
     sts = np.zeros(d, dtype=np.int8)
     max_jsd2 = max_jsd * max_jsd
@@ -406,141 +336,35 @@ def _pass_kernel(
         i = events[t]
         p = pos[i]
         x = X[i]
+        w = wts[i]
         _dist_row(xs, p, Ap)
-        # per_change: against the matrix before this event moved (absolute change)
-        Rref = R0 if cum else Rcur
         for j in range(d):
             dls[j] = 0.0
             sts[j] = 0
         for j in range(d):
             if not movable[i, j]:
                 continue
-            stp = st[j]
-            if randomize:
-                stp = stp * (0.5 + K._uniform(rseed, it, i, j, 1 << 30))
-            base = F2[0] if cum else 0.0
+            # per_change: Rref is Rcur, the matrix before this event moved (absolute change)
             dl, sc, stt = _score(
-                x,
-                wts[i],
-                j,
-                sign[t, j],
-                lo[j],
-                hi[j],
-                mc[j],
-                stp,
-                ncand,
-                maxc,
-                is_int[j],
-                rseed,
-                it,
-                i,
-                edges,
-                lo_e,
-                inv_w,
-                H0,
-                H,
-                T,
-                Ssum,
-                xs,
-                r,
-                tot,
-                S1,
-                P,
-                V,
-                Rcur,
-                Rref,
-                valid,
-                base,
-                p,
-                Ap,
-                g,
-                h,
-                Rrow,
-                mode,
-                max_jsd,
-                max_frob,
-                norm0,
-                alpha,
-                beta,
-                allow_inadmissible,
+                x, w, j, sign[t, j], i, p, cand, stats, dstats, scratch, budget, allow_inadmissible
             )
             dls[j] = dl
             sts[j] = stt
             if cum and stt != 0:
                 old = x[j]
-                K.apply_move(
-                    x,
-                    wts[i],
-                    j,
-                    x[j] + dl,
-                    edges,
-                    lo_e,
-                    inv_w,
-                    H0,
-                    H,
-                    T,
-                    Ssum,
-                    mean,
-                    cov,
-                    sig,
-                    Ccur,
-                    C0,
-                    pvalid,
-                    pF2,
-                    W,
-                )
-                _move(xs, r, tot, S1, P, V, Rcur, R0, valid, F2, p, j, x[j], Ap, g, h, Rrow)
+                K.apply_move(x, w, j, x[j] + dl, stats)
+                _move(dstats, p, j, x[j], scratch)
                 if Ssum[j] > max_jsd2 or F2[0] > maxF2:  # rounding at the very edge
-                    K.apply_move(
-                        x,
-                        wts[i],
-                        j,
-                        old,
-                        edges,
-                        lo_e,
-                        inv_w,
-                        H0,
-                        H,
-                        T,
-                        Ssum,
-                        mean,
-                        cov,
-                        sig,
-                        Ccur,
-                        C0,
-                        pvalid,
-                        pF2,
-                        W,
-                    )
+                    K.apply_move(x, w, j, old, stats)
                     x[j] = old
-                    _move(xs, r, tot, S1, P, V, Rcur, R0, valid, F2, p, j, old, Ap, g, h, Rrow)
+                    _move(dstats, p, j, old, scratch)
                     sts[j] = 0
                     undone += 1
         if not cum:
             for j in range(d):
                 if sts[j] != 0:
-                    K.apply_move(
-                        x,
-                        wts[i],
-                        j,
-                        x[j] + dls[j],
-                        edges,
-                        lo_e,
-                        inv_w,
-                        H0,
-                        H,
-                        T,
-                        Ssum,
-                        mean,
-                        cov,
-                        sig,
-                        Ccur,
-                        C0,
-                        pvalid,
-                        pF2,
-                        W,
-                    )
-                    _move(xs, r, tot, S1, P, V, Rcur, R0, valid, F2, p, j, x[j], Ap, g, h, Rrow)
+                    K.apply_move(x, w, j, x[j] + dls[j], stats)
+                    _move(dstats, p, j, x[j], scratch)
         for j in range(d):
             if sts[j] != 0:
                 n_moved += 1
@@ -692,18 +516,12 @@ class DiscoTracker:
         """Set point ``p`` of feature ``j`` to ``u`` (exact O(m·d) update)."""
         Ap = np.empty((self.m, self.d))
         _dist_row(self.xs, int(p), Ap)
-        _move(
-            *self.arrays(),
-            int(p),
-            int(j),
-            float(u),
-            Ap,
-            np.empty(self.d),
-            np.empty(self.d),
-            np.empty(self.d),
-        )
+        scratch = (Ap, np.empty(self.d), np.empty(self.d), np.empty(self.d))
+        _move(self.arrays(), int(p), int(j), float(u), scratch)
 
     def arrays(self) -> tuple:
+        """The tracker's state for the kernels (``dstats``; arrays shared, updated in
+        place): (xs, r, tot, S1, P, V, R, R0, valid, F2)."""
         return (
             self.xs,
             self.r,
@@ -758,20 +576,18 @@ def disco_pass(
     events: np.ndarray,
     sign: np.ndarray,
     movable: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    mc: np.ndarray,
-    st: np.ndarray,
-    is_int: np.ndarray,
+    cand: tuple,
+    budget: tuple,
     cfg: Any,
     state: Any,
     tracker: DiscoTracker,
-    it: int,
     pos: np.ndarray | None = None,
 ) -> tuple[int, int]:
     """Attack the subsample events ``events`` (rows ``sign``) sequentially under
     ``alpha·JSD + beta·ΔdCor``; updates ``X``, the kernel state (histograms exactly) and
-    the tracker in place.  Returns (events moved, moves undone)."""
+    the tracker in place.  ``cand`` and ``budget`` are the tuples of
+    :mod:`advsyst.attacks._kernels` (the tracker's ‖R0‖_F replaces ``budget``'s norm).
+    Returns (events moved, moves undone)."""
     events = np.ascontiguousarray(events, dtype=np.int64)
     if len(events) == 0:
         return 0, 0
@@ -779,7 +595,7 @@ def disco_pass(
         pos = tracker.positions(len(X))
     if (pos[events] < 0).any():
         raise InputError("disco_pass got events outside the distance-correlation subsample")
-    mode, allow = _mode(cfg)
+    _, allow = _mode(cfg)
     return _pass_kernel(
         X,
         w,
@@ -787,24 +603,10 @@ def disco_pass(
         pos,
         np.ascontiguousarray(sign, dtype=np.float64),
         movable,
-        lo,
-        hi,
-        mc,
-        st,
-        int(cfg.num_candidates or 0),
-        cfg.max_candidates,
-        is_int,
-        cfg.seed,
-        it,
-        cfg.randomize_step,
-        *_kernel_state(state, off=True),
-        *tracker.arrays(),
-        tracker.norm0,
-        mode,
-        cfg.max_jsd_single_change,
-        cfg.max_frob_single_change,
-        cfg.alpha,
-        cfg.beta,
+        cand,
+        _kernel_state(state, off=True),
+        tracker.arrays(),
+        (*budget[:3], tracker.norm0, *budget[4:]),
         allow,
     )
 
@@ -816,15 +618,11 @@ def disco_iteration(
     events: np.ndarray,
     sign: np.ndarray,
     movable: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    mc: np.ndarray,
-    st: np.ndarray,
-    is_int: np.ndarray,
+    cand: tuple,
+    budget: tuple,
     cfg: Any,
     state: Any,
     tracker: DiscoTracker,
-    it: int,
 ) -> int:
     """One CONSERVAttack iteration with ``use_disco``: events outside the subsample go
     through the usual kernels with the Pearson term switched off (they cannot change the
@@ -836,50 +634,20 @@ def disco_iteration(
     undone = 0
     rest = np.ascontiguousarray(events[~sub])
     if len(rest):
-        sg = np.ascontiguousarray(sign[~sub])
-        common = (
-            lo,
-            hi,
-            mc,
-            st,
-            int(cfg.num_candidates or 0),
-            cfg.max_candidates,
-            is_int,
-            cfg.seed,
-            it,
-            cfg.randomize_step,
-            *_kernel_state(state, off=True),
-            mode,
-            cfg.max_jsd_single_change,
-            cfg.max_frob_single_change,
-            state.norm0,
+        undone += K.kernel_pass(
+            X,
+            w,
+            cm,
+            rest,
+            np.ascontiguousarray(sign[~sub]),
+            movable,
+            cand,
+            _kernel_state(state, off=True),
+            budget,
+            allow,
+            exact=cfg.method == "exact",
+            block_size=cfg.block_size,
+            enforce=mode == K.MODE_CUMULATIVE,
         )
-        if cfg.method == "exact":
-            _, u = K.exact_pass(X, w, cm, rest, sg, movable, *common, cfg.alpha, cfg.beta, allow)
-            undone += int(u)
-        else:
-            for s in range(0, len(rest), cfg.block_size):
-                ev = rest[s : s + cfg.block_size]
-                sgb = sg[s : s + cfg.block_size]
-                deltas, status = K.score_block(
-                    X, w, cm, ev, sgb, movable, *common, cfg.alpha, cfg.beta, allow
-                )
-                undone += int(
-                    K.apply_block(
-                        X,
-                        w,
-                        cm,
-                        ev,
-                        sgb,
-                        deltas,
-                        status,
-                        *common,
-                        cfg.alpha,
-                        cfg.beta,
-                        mode == K.MODE_CUMULATIVE,
-                    )
-                )
-    _, u = disco_pass(
-        X, w, events[sub], sign[sub], movable, lo, hi, mc, st, is_int, cfg, state, tracker, it, pos
-    )
+    _, u = disco_pass(X, w, events[sub], sign[sub], movable, cand, budget, cfg, state, tracker, pos)
     return undone + int(u)

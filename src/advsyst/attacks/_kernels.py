@@ -1,12 +1,25 @@
 """Numba kernels of CONSERVAttack: candidate scoring and exact state updates.
 
-State (all float64, mutated in place by :func:`apply_move`):
+The kernels take their many inputs as three tuples (numba passes them natively; each kernel
+unpacks what it reads at the top):
 
+* ``stats = (edges, lo_e, inv_w, H0, H, T, Ssum, mean, cov, sig, Ccur, C0, valid, F2, W)``,
+  the tracked state of the constraint set (``_State.kernel_args()``); the arrays are
+  mutated in place by :func:`apply_move`, the scalars ``T`` and ``W`` never change;
+* ``cand = (lo, hi, mc, st, ncand, maxc, is_int, rseed, it, randomize)``, candidate
+  generation: per-feature bounds, minimal change, grid step and integer flag, the number
+  of random draws (0 = grid), the grid cap, the seed, the iteration and the step
+  randomisation;
+* ``budget = (mode, max_jsd, max_frob, norm0, alpha, beta)``: the limits and the score.
+
+State (all float64 unless said otherwise):
+
+* ``edges`` (d, K+1) bin edges, ``lo_e = edges[:, 0]``, ``inv_w`` = K / (edges[:, K] − lo_e).
 * ``H0, H`` (d, S): clean and current weighted counts per histogram slot; ``T`` their total.
 * ``Ssum`` (d,): Σ_k f(p_k, q_k) per feature, JSD_j = sqrt(Ssum_j).
 * ``mean`` (d,), ``cov`` (d, d), ``sig`` (d,) = sqrt(diag(cov)); ``W`` = Σ w (constraint set).
 * ``Ccur`` (d, d): current correlation; ``C0`` clean correlation; ``F2[0]`` = ‖Ccur − C0‖²_F.
-* ``valid`` (d,): features taking part in the correlation (zero-variance ones do not).
+* ``valid`` (d,) bool: features taking part in the correlation (zero-variance ones do not).
 
 Every candidate costs O(1) after an O(d) preparation per (event, feature); see
 DESIGN.md "CONSERVAttack: the semantics we implement" for the closed form.
@@ -71,51 +84,34 @@ def _uniform(seed, a, b, c, d):
     return float(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True)
-def score_feature(
-    x,
-    w,
-    j,
-    s,
-    lo_j,
-    hi_j,
-    mc,
-    st,
-    ncand,
-    maxc,
-    is_int,
-    rseed,
-    it,
-    ev,
-    edges,
-    lo_e,
-    inv_w,
-    H0,
-    H,
-    T,
-    Ssum,
-    mean,
-    cov,
-    sig,
-    Ccur,
-    Cref,
-    valid,
-    F2,
-    W,
-    mode,
-    max_jsd,
-    max_frob,
-    norm0,
-    alpha,
-    beta,
-    constrained,
-    allow_inadmissible,
-):
-    """Best move of feature ``j`` of one event.
+@njit(cache=True, inline="always")
+def _step(cand, ev, j):
+    """Grid step of feature ``j`` for event ``ev``: ``st[j]``, with ``randomize`` scaled by a
+    uniform factor in [0.5, 1.5) drawn per (seed, iteration, event, feature)."""
+    _, _, _, st, _, _, _, rseed, it, randomize = cand
+    if randomize:
+        return st[j] * (0.5 + _uniform(rseed, it, ev, j, 1 << 30))
+    return st[j]
 
-    Returns (delta, score, status): status 1 = admissible move found, 2 = inadmissible
-    move returned (``allow_inadmissible``), 0 = no move.
+
+@njit(cache=True)
+def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmissible):
+    """Best move of feature ``j`` of one event (``ev``: its index, seeds the draws).
+
+    Under the cumulative budget the correlation term is measured against ``C0``, under
+    ``per_change`` against the current ``Ccur``.  Returns (delta, score, status): status 1 =
+    admissible move found, 2 = inadmissible move returned (``allow_inadmissible``), 0 = no
+    move.
     """
+    lo, hi, mc_a, _, ncand, maxc, is_int_a, rseed, it, _ = cand
+    edges, lo_e, inv_w, H0, H, T, Ssum, mean, cov, sig, Ccur, C0, valid, F2, W = stats
+    mode, max_jsd, max_frob, norm0, alpha, beta = budget
+    lo_j = lo[j]
+    hi_j = hi[j]
+    mc = mc_a[j]
+    st = _step(cand, ev, j)
+    is_int = is_int_a[j]
+    Cref = C0 if mode == MODE_CUMULATIVE else Ccur
     xj = x[j]
     if s == 0.0:
         return 0.0, 0.0, 0
@@ -161,7 +157,7 @@ def score_feature(
             scc += c * c
             e = Ccur[j, k] - Cref[j, k]
             rowsq += e * e
-    R = F2 - 2.0 * rowsq
+    R = F2[0] - 2.0 * rowsq
     varj = cov[j, j]
     dxj = xj - mean[j]
     # --- JSD pieces that do not depend on the candidate ---
@@ -259,27 +255,7 @@ def score_feature(
 
 
 @njit(cache=True)
-def apply_move(
-    x,
-    w,
-    j,
-    xn,
-    edges,
-    lo_e,
-    inv_w,
-    H0,
-    H,
-    T,
-    Ssum,
-    mean,
-    cov,
-    sig,
-    Ccur,
-    C0,
-    valid,
-    F2,
-    W,
-):
+def apply_move(x, w, j, xn, stats):
     """x[j] = xn and the exact O(d) update of every tracked statistic.
 
     Taking the new value (not a shift) makes an undo restore the old value and its
@@ -288,6 +264,7 @@ def apply_move(
     Returns the squared Frobenius norm of the change this move made to the correlation
     matrix (row and column j), the per-change quantity of ``budget="per_change"``.
     """
+    edges, lo_e, inv_w, H0, H, T, Ssum, mean, cov, sig, Ccur, C0, valid, F2, W = stats
     d = x.shape[0]
     K = edges.shape[1] - 1
     xj = x[j]
@@ -340,99 +317,20 @@ def apply_move(
 
 
 @njit(cache=True, parallel=True)
-def score_block(
-    X,
-    wts,
-    cons,
-    events,
-    sign,
-    movable,
-    lo,
-    hi,
-    mc,
-    st,
-    ncand,
-    maxc,
-    is_int,
-    rseed,
-    it,
-    randomize,
-    edges,
-    lo_e,
-    inv_w,
-    H0,
-    H,
-    T,
-    Ssum,
-    mean,
-    cov,
-    sig,
-    Ccur,
-    C0,
-    valid,
-    F2,
-    W,
-    mode,
-    max_jsd,
-    max_frob,
-    norm0,
-    alpha,
-    beta,
-    allow_inadmissible,
-):
+def score_block(X, wts, cons, events, sign, movable, cand, stats, budget, allow_inadmissible):
     """Score every movable feature of every event in ``events`` against the current state."""
     m = events.shape[0]
     d = X.shape[1]
     deltas = np.zeros((m, d))
     status = np.zeros((m, d), dtype=np.int8)
-    Cref = C0 if mode == MODE_CUMULATIVE else Ccur
     for t in prange(m):
         i = events[t]
         x = X[i]
         for j in range(d):
             if not movable[i, j]:
                 continue
-            stp = st[j]
-            if randomize:
-                stp = stp * (0.5 + _uniform(rseed, it, i, j, 1 << 30))
             dl, sc, stt = score_feature(
-                x,
-                wts[i],
-                j,
-                sign[t, j],
-                lo[j],
-                hi[j],
-                mc[j],
-                stp,
-                ncand,
-                maxc,
-                is_int[j],
-                rseed,
-                it,
-                i,
-                edges,
-                lo_e,
-                inv_w,
-                H0,
-                H,
-                T,
-                Ssum,
-                mean,
-                cov,
-                sig,
-                Ccur,
-                Cref,
-                valid,
-                F2[0],
-                W,
-                mode,
-                max_jsd,
-                max_frob,
-                norm0,
-                alpha,
-                beta,
-                cons[i],
-                allow_inadmissible,
+                x, wts[i], j, sign[t, j], i, cand, stats, budget, cons[i], allow_inadmissible
             )
             deltas[t, j] = dl
             status[t, j] = stt
@@ -451,47 +349,7 @@ def _violates(mode, status, Sj, max_jsd2, F2, maxF2, dc2, max_frob):
 
 
 @njit(cache=True)
-def apply_block(
-    X,
-    wts,
-    cons,
-    events,
-    sign,
-    deltas,
-    status,
-    lo,
-    hi,
-    mc,
-    st,
-    ncand,
-    maxc,
-    is_int,
-    rseed,
-    it,
-    randomize,
-    edges,
-    lo_e,
-    inv_w,
-    H0,
-    H,
-    T,
-    Ssum,
-    mean,
-    cov,
-    sig,
-    Ccur,
-    C0,
-    valid,
-    F2,
-    W,
-    mode,
-    max_jsd,
-    max_frob,
-    norm0,
-    alpha,
-    beta,
-    enforce,
-):
+def apply_block(X, wts, cons, events, sign, deltas, status, cand, stats, budget, enforce):
     """Apply scored moves event by event with exact updates.
 
     With ``enforce`` a move that is no longer admissible against the current state - under
@@ -502,11 +360,12 @@ def apply_block(
     the per-change limits (status 2, ``use_no_change=False``) are kept.  Returns the
     number of moves that were undone.
     """
+    edges, lo_e, inv_w, H0, H, T, Ssum, mean, cov, sig, Ccur, C0, valid, F2, W = stats
+    mode, max_jsd, max_frob, norm0, alpha, beta = budget
     m = events.shape[0]
     d = X.shape[1]
     max_jsd2 = max_jsd * max_jsd
     maxF2 = (max_frob * norm0) ** 2
-    Cref = C0 if mode == MODE_CUMULATIVE else Ccur
     undone = 0
     for t in range(m):
         i = events[t]
@@ -518,140 +377,21 @@ def apply_block(
                 X[i, j] += dl
                 continue
             old = X[i, j]
-            dc2 = apply_move(
-                X[i],
-                wts[i],
-                j,
-                X[i, j] + dl,
-                edges,
-                lo_e,
-                inv_w,
-                H0,
-                H,
-                T,
-                Ssum,
-                mean,
-                cov,
-                sig,
-                Ccur,
-                C0,
-                valid,
-                F2,
-                W,
-            )
+            dc2 = apply_move(X[i], wts[i], j, X[i, j] + dl, stats)
             if enforce and _violates(
                 mode, status[t, j], Ssum[j], max_jsd2, F2[0], maxF2, dc2, max_frob
             ):
-                apply_move(
-                    X[i],
-                    wts[i],
-                    j,
-                    old,
-                    edges,
-                    lo_e,
-                    inv_w,
-                    H0,
-                    H,
-                    T,
-                    Ssum,
-                    mean,
-                    cov,
-                    sig,
-                    Ccur,
-                    C0,
-                    valid,
-                    F2,
-                    W,
-                )
+                apply_move(X[i], wts[i], j, old, stats)
                 X[i, j] = old
                 undone += 1
-                stp = st[j]
-                if randomize:
-                    stp = stp * (0.5 + _uniform(rseed, it, i, j, 1 << 30))
                 dl2, sc2, stt2 = score_feature(
-                    X[i],
-                    wts[i],
-                    j,
-                    sign[t, j],
-                    lo[j],
-                    hi[j],
-                    mc[j],
-                    stp,
-                    ncand,
-                    maxc,
-                    is_int[j],
-                    rseed,
-                    it,
-                    i,
-                    edges,
-                    lo_e,
-                    inv_w,
-                    H0,
-                    H,
-                    T,
-                    Ssum,
-                    mean,
-                    cov,
-                    sig,
-                    Ccur,
-                    Cref,
-                    valid,
-                    F2[0],
-                    W,
-                    mode,
-                    max_jsd,
-                    max_frob,
-                    norm0,
-                    alpha,
-                    beta,
-                    True,
-                    False,
+                    X[i], wts[i], j, sign[t, j], i, cand, stats, budget, True, False
                 )
                 status[t, j] = 0
                 if stt2 == 1:
-                    dc2 = apply_move(
-                        X[i],
-                        wts[i],
-                        j,
-                        X[i, j] + dl2,
-                        edges,
-                        lo_e,
-                        inv_w,
-                        H0,
-                        H,
-                        T,
-                        Ssum,
-                        mean,
-                        cov,
-                        sig,
-                        Ccur,
-                        C0,
-                        valid,
-                        F2,
-                        W,
-                    )
+                    dc2 = apply_move(X[i], wts[i], j, X[i, j] + dl2, stats)
                     if _violates(mode, 1, Ssum[j], max_jsd2, F2[0], maxF2, dc2, max_frob):
-                        apply_move(
-                            X[i],
-                            wts[i],
-                            j,
-                            old,
-                            edges,
-                            lo_e,
-                            inv_w,
-                            H0,
-                            H,
-                            T,
-                            Ssum,
-                            mean,
-                            cov,
-                            sig,
-                            Ccur,
-                            C0,
-                            valid,
-                            F2,
-                            W,
-                        )
+                        apply_move(X[i], wts[i], j, old, stats)
                         X[i, j] = old
                     else:
                         deltas[t, j] = dl2
@@ -660,49 +400,11 @@ def apply_block(
 
 
 @njit(cache=True)
-def exact_pass(
-    X,
-    wts,
-    cons,
-    events,
-    sign,
-    movable,
-    lo,
-    hi,
-    mc,
-    st,
-    ncand,
-    maxc,
-    is_int,
-    rseed,
-    it,
-    randomize,
-    edges,
-    lo_e,
-    inv_w,
-    H0,
-    H,
-    T,
-    Ssum,
-    mean,
-    cov,
-    sig,
-    Ccur,
-    C0,
-    valid,
-    F2,
-    W,
-    mode,
-    max_jsd,
-    max_frob,
-    norm0,
-    alpha,
-    beta,
-    allow_inadmissible,
-):
+def exact_pass(X, wts, cons, events, sign, movable, cand, stats, budget, allow_inadmissible):
     """The sequential oracle: events in order; under the cumulative budget each feature is
     scored against the state left by every earlier move (features in index order); under
     ``per_change`` all features of an event are scored first and applied together."""
+    mode = budget[0]
     m = events.shape[0]
     d = X.shape[1]
     moved = np.zeros(m, dtype=np.int8)
@@ -711,51 +413,13 @@ def exact_pass(
     for t in range(m):
         i = events[t]
         one[0] = i
+        sg = sign[t : t + 1]
         if mode == MODE_CUMULATIVE:
             for j in range(d):
                 if not movable[i, j]:
                     continue
-                stp = st[j]
-                if randomize:
-                    stp = stp * (0.5 + _uniform(rseed, it, i, j, 1 << 30))
                 dl, sc, stt = score_feature(
-                    X[i],
-                    wts[i],
-                    j,
-                    sign[t, j],
-                    lo[j],
-                    hi[j],
-                    mc[j],
-                    stp,
-                    ncand,
-                    maxc,
-                    is_int[j],
-                    rseed,
-                    it,
-                    i,
-                    edges,
-                    lo_e,
-                    inv_w,
-                    H0,
-                    H,
-                    T,
-                    Ssum,
-                    mean,
-                    cov,
-                    sig,
-                    Ccur,
-                    C0,
-                    valid,
-                    F2[0],
-                    W,
-                    mode,
-                    max_jsd,
-                    max_frob,
-                    norm0,
-                    alpha,
-                    beta,
-                    cons[i],
-                    allow_inadmissible,
+                    X[i], wts[i], j, sign[t, j], i, cand, stats, budget, cons[i], allow_inadmissible
                 )
                 if stt == 0:
                     continue
@@ -763,132 +427,52 @@ def exact_pass(
                 sts = np.zeros((1, d), dtype=np.int8)
                 dls[0, j] = dl
                 sts[0, j] = stt
-                undone += apply_block(
-                    X,
-                    wts,
-                    cons,
-                    one,
-                    sign[t : t + 1],
-                    dls,
-                    sts,
-                    lo,
-                    hi,
-                    mc,
-                    st,
-                    ncand,
-                    maxc,
-                    is_int,
-                    rseed,
-                    it,
-                    randomize,
-                    edges,
-                    lo_e,
-                    inv_w,
-                    H0,
-                    H,
-                    T,
-                    Ssum,
-                    mean,
-                    cov,
-                    sig,
-                    Ccur,
-                    C0,
-                    valid,
-                    F2,
-                    W,
-                    mode,
-                    max_jsd,
-                    max_frob,
-                    norm0,
-                    alpha,
-                    beta,
-                    True,
-                )
+                undone += apply_block(X, wts, cons, one, sg, dls, sts, cand, stats, budget, True)
                 if sts[0, j] != 0:
                     moved[t] = 1
         else:
             dls, sts = score_block(
-                X,
-                wts,
-                cons,
-                one,
-                sign[t : t + 1],
-                movable,
-                lo,
-                hi,
-                mc,
-                st,
-                ncand,
-                maxc,
-                is_int,
-                rseed,
-                it,
-                randomize,
-                edges,
-                lo_e,
-                inv_w,
-                H0,
-                H,
-                T,
-                Ssum,
-                mean,
-                cov,
-                sig,
-                Ccur,
-                C0,
-                valid,
-                F2,
-                W,
-                mode,
-                max_jsd,
-                max_frob,
-                norm0,
-                alpha,
-                beta,
-                allow_inadmissible,
+                X, wts, cons, one, sg, movable, cand, stats, budget, allow_inadmissible
             )
-            apply_block(
-                X,
-                wts,
-                cons,
-                one,
-                sign[t : t + 1],
-                dls,
-                sts,
-                lo,
-                hi,
-                mc,
-                st,
-                ncand,
-                maxc,
-                is_int,
-                rseed,
-                it,
-                randomize,
-                edges,
-                lo_e,
-                inv_w,
-                H0,
-                H,
-                T,
-                Ssum,
-                mean,
-                cov,
-                sig,
-                Ccur,
-                C0,
-                valid,
-                F2,
-                W,
-                mode,
-                max_jsd,
-                max_frob,
-                norm0,
-                alpha,
-                beta,
-                False,
-            )
+            apply_block(X, wts, cons, one, sg, dls, sts, cand, stats, budget, False)
             for j in range(d):
                 if sts[0, j] != 0:
                     moved[t] = 1
     return moved, undone
+
+
+def kernel_pass(
+    X,
+    wts,
+    cons,
+    events,
+    sign,
+    movable,
+    cand,
+    stats,
+    budget,
+    allow_inadmissible,
+    exact,
+    block_size,
+    enforce=True,
+):
+    """One pass over ``events`` (rows of ``sign``): :func:`exact_pass` if ``exact``, else
+    blocks of ``block_size`` events scored by :func:`score_block` against one snapshot and
+    applied by :func:`apply_block` (re-checking every move against the current state when
+    ``enforce``).  Returns the number of undone moves."""
+    if exact:
+        _, undone = exact_pass(
+            X, wts, cons, events, sign, movable, cand, stats, budget, allow_inadmissible
+        )
+        return int(undone)
+    undone = 0
+    for s in range(0, len(events), block_size):
+        ev = events[s : s + block_size]
+        sg = sign[s : s + block_size]
+        deltas, status = score_block(
+            X, wts, cons, ev, sg, movable, cand, stats, budget, allow_inadmissible
+        )
+        undone += int(
+            apply_block(X, wts, cons, ev, sg, deltas, status, cand, stats, budget, enforce)
+        )
+    return undone

@@ -121,6 +121,8 @@ class _State:
         return float(np.sqrt(self.F2[0]) / self.norm0)
 
     def kernel_args(self) -> tuple:
+        """The ``stats`` tuple of :mod:`advsyst.attacks._kernels` (arrays shared, not copied:
+        the kernels update this state in place)."""
         return (
             self.edges,
             self.lo_e,
@@ -302,69 +304,31 @@ class ConservAttack:
                 grad = adapter.loss_gradient(X[events], target[events])
                 sign = np.sign(grad)
                 before = X[events].copy()
-                common = (
-                    lo,
-                    hi,
-                    mc,
-                    st,
-                    ncand,
-                    cfg.max_candidates,
-                    is_int,
-                    cfg.seed,
-                    it,
-                    cfg.randomize_step,
-                    *state.kernel_args(),
-                    mode,
-                    cfg.max_jsd_single_change,
-                    cfg.max_frob_single_change,
-                    state.norm0,
-                )
+                # the kernels' argument groups (see advsyst.attacks._kernels)
+                cand = (lo, hi, mc, st, ncand, cfg.max_candidates, is_int, cfg.seed, it,
+                        cfg.randomize_step)  # fmt: skip
+                budget = (mode, cfg.max_jsd_single_change, cfg.max_frob_single_change,
+                          state.norm0, cfg.alpha, cfg.beta)  # fmt: skip
                 if cfg.use_disco:
                     undone = _disco.disco_iteration(
-                        X, w, cm, events, sign, movable, lo, hi, mc, st, is_int, cfg, state,
-                        tracker, it,
-                    )  # fmt: skip
-                elif cfg.method == "exact":
-                    _, undone = K.exact_pass(
+                        X, w, cm, events, sign, movable, cand, budget, cfg, state, tracker
+                    )
+                else:
+                    # the fast path re-checks every move against the current state
+                    undone = K.kernel_pass(
                         X,
                         w,
                         cm,
                         events,
                         sign,
                         movable,
-                        *common,
-                        cfg.alpha,
-                        cfg.beta,
+                        cand,
+                        state.kernel_args(),
+                        budget,
                         allow_inadmissible,
+                        exact=cfg.method == "exact",
+                        block_size=cfg.block_size,
                     )
-                else:
-                    for s in range(0, len(events), cfg.block_size):
-                        ev = events[s : s + cfg.block_size]
-                        deltas, status = K.score_block(
-                            X,
-                            w,
-                            cm,
-                            ev,
-                            sign[s : s + cfg.block_size],
-                            movable,
-                            *common,
-                            cfg.alpha,
-                            cfg.beta,
-                            allow_inadmissible,
-                        )
-                        undone += K.apply_block(
-                            X,
-                            w,
-                            cm,
-                            ev,
-                            sign[s : s + cfg.block_size],
-                            deltas,
-                            status,
-                            *common,
-                            cfg.alpha,
-                            cfg.beta,
-                            True,  # fast path: re-check every move against the current state
-                        )
                 changed = X[events] != before
                 entries = int(changed.sum())
                 n_moved = int(changed.any(axis=1).sum())
