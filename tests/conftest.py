@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# isort: off
+import advsyst  # noqa: F401  first: sets OMP_WAIT_POLICY before torch/numba start OpenMP
+
+# isort: on
 import numpy as np
 import pytest
 import torch
