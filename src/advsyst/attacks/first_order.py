@@ -47,7 +47,7 @@ bounds
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -293,7 +293,7 @@ def per_event_loss(
     target = _targets(adapter, X, y)
     if len(X) == 0:
         return np.zeros(0)
-    logp = _log_probabilities(adapter, X)
+    logp = adapter.log_probabilities(X)
     if target.max() >= logp.shape[1]:
         raise InputError(
             f"label {int(target.max())} out of range for a {logp.shape[1]}-class model"
@@ -301,22 +301,31 @@ def per_event_loss(
     return -logp[np.arange(len(X)), target]
 
 
-def _log_probabilities(adapter: ModelAdapter, X: np.ndarray) -> np.ndarray:
-    """``(n, k)`` log-probabilities in float64, taken from the model's log-softmax /
-    log-sigmoid (unlike ``log(probabilities)``, confident events keep a non-zero loss)."""
-    adapter._check_x(X)
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(X), adapter.batch_size):
-            xb = adapter._tensor(X[s : s + adapter.batch_size])
-            out.append(adapter._log_probs(adapter._raw(xb)).double().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, adapter.n_classes or 2))
-
-
 def _predicted(adapter: ModelAdapter, logp: np.ndarray) -> np.ndarray:
     if logp.shape[1] == 2:
         return (np.exp(logp[:, 1]) >= adapter.threshold).astype(np.int64)
     return logp.argmax(axis=1)
+
+
+def _gradient_step(
+    X: Any,
+    model: Any,
+    y: Any,
+    epsilon: float,
+    direction: Callable[[np.ndarray], np.ndarray],
+    *,
+    device: Any,
+    batch_size: int | None,
+    **masking: Any,
+) -> np.ndarray:
+    """One step ``x + eps * scale * direction(grad)`` with the common masking options."""
+    eps = _check_scalar(epsilon, "epsilon")
+    prep = _prepare(X, **masking)
+    if len(prep.X) == 0:
+        return prep.X.copy()
+    adapter = _adapter(model, prep.X, device, batch_size)
+    g = _scaled_gradient(adapter, prep.X, _targets(adapter, prep.X, y), prep)
+    return prep.finish(eps * prep.scale * direction(g))
 
 
 def fgsm(
@@ -340,17 +349,11 @@ def fgsm(
     scale in ``"range"``/``"std"`` units) before ``max_relative``/``bounds`` clipping.
     See the module docstring for the common options.
     """
-    eps = _check_scalar(epsilon, "epsilon")
-    prep = _prepare(
-        X, units=units, immutable=immutable, integer_features=integer_features,
-        default_value=default_value, max_relative=max_relative, bounds=bounds,
+    return _gradient_step(
+        X, model, y, epsilon, np.sign, units=units, immutable=immutable,
+        integer_features=integer_features, default_value=default_value,
+        max_relative=max_relative, bounds=bounds, device=device, batch_size=batch_size,
     )  # fmt: skip
-    if len(prep.X) == 0:
-        return prep.X.copy()
-    adapter = _adapter(model, prep.X, device, batch_size)
-    target = _targets(adapter, prep.X, y)
-    g = _scaled_gradient(adapter, prep.X, target, prep)
-    return prep.finish(eps * prep.scale * np.sign(g))
 
 
 def ngm(
@@ -374,17 +377,11 @@ def ngm(
     moves by exactly ``epsilon`` in L2 (in the rescaled coordinates) unless clipped;
     events with a zero gradient do not move.  See the module docstring for the options.
     """
-    eps = _check_scalar(epsilon, "epsilon")
-    prep = _prepare(
-        X, units=units, immutable=immutable, integer_features=integer_features,
-        default_value=default_value, max_relative=max_relative, bounds=bounds,
+    return _gradient_step(
+        X, model, y, epsilon, _unit_rows, units=units, immutable=immutable,
+        integer_features=integer_features, default_value=default_value,
+        max_relative=max_relative, bounds=bounds, device=device, batch_size=batch_size,
     )  # fmt: skip
-    if len(prep.X) == 0:
-        return prep.X.copy()
-    adapter = _adapter(model, prep.X, device, batch_size)
-    target = _targets(adapter, prep.X, y)
-    g = _scaled_gradient(adapter, prep.X, target, prep)
-    return prep.finish(eps * prep.scale * _unit_rows(g))
 
 
 def pgd(
@@ -650,10 +647,10 @@ def loss_surface_scan(
     wsum = w.sum()
     for i, a in enumerate(grid):
         for j, b in enumerate(grid):
-            logp = _log_probabilities(adapter, X0 + a * u1 + b * u2)
+            logp = adapter.log_probabilities(X0 + a * u1 + b * u2)
             loss[i, j] = (w * -logp[rows, target]).sum() / wsum
             agree[i, j] = (w * (_predicted(adapter, logp) == target)).sum() / wsum
-    clean = float((w * -_log_probabilities(adapter, X0)[rows, target]).sum() / wsum)
+    clean = float((w * -adapter.log_probabilities(X0)[rows, target]).sum() / wsum)
     return {
         "alpha": grid.copy(),
         "beta": grid.copy(),
