@@ -246,26 +246,9 @@ def _score(x, w, j, s, ev, p, cand, stats, dstats, scratch, budget, allow_inadmi
     found = 0
     any_d = 0.0
     any_sc = np.inf
-    if is_int:
-        n_c = int(np.floor(dist + 1e-12))
-        if n_c > maxc:
-            n_c = maxc
-    elif ncand > 0:
-        n_c = ncand
-    else:
-        if mc > dist:
-            return 0.0, 0.0, 0
-        n_c = int((dist - mc) / st) + 1 if st > 0 else 1
-        if n_c > maxc:
-            n_c = maxc
+    n_c = K._n_candidates(is_int, ncand, mc, st, dist, maxc)
     for c_i in range(n_c):
-        if is_int:
-            mag = float(c_i + 1)
-        elif ncand > 0:
-            lo_m = mc if mc < dist else 0.0
-            mag = lo_m + (dist - lo_m) * (1.0 - K._uniform(rseed, it, ev, j, c_i))
-        else:
-            mag = mc + c_i * st
+        mag = K._magnitude(c_i, is_int, ncand, mc, st, dist, rseed, it, ev, j)
         if mag > dist:
             break
         delta = s * mag

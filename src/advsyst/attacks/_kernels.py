@@ -94,6 +94,32 @@ def _step(cand, ev, j):
     return st[j]
 
 
+@njit(cache=True, inline="always")
+def _n_candidates(is_int, ncand, mc, st, dist, maxc):
+    """How many candidates a feature with ``dist`` to its bound gets (0: none)."""
+    if is_int:
+        n_c = int(np.floor(dist + 1e-12))
+    elif ncand > 0:
+        return ncand
+    else:
+        if mc > dist:
+            return 0
+        n_c = int((dist - mc) / st) + 1 if st > 0 else 1
+    return n_c if n_c < maxc else maxc
+
+
+@njit(cache=True, inline="always")
+def _magnitude(c_i, is_int, ncand, mc, st, dist, rseed, it, ev, j):
+    """|delta| of candidate ``c_i``: integer steps, seeded uniform draws in the reachable
+    range, or the grid ``min_change + c_i * step``."""
+    if is_int:
+        return float(c_i + 1)
+    if ncand > 0:
+        lo_m = mc if mc < dist else 0.0
+        return lo_m + (dist - lo_m) * (1.0 - _uniform(rseed, it, ev, j, c_i))
+    return mc + c_i * st
+
+
 @njit(cache=True)
 def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmissible):
     """Best move of feature ``j`` of one event (``ev``: its index, seeds the draws).
@@ -175,30 +201,13 @@ def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmi
     found = 0
     any_d = 0.0
     any_sc = np.inf
-    if is_int:
-        n_c = int(np.floor(dist + 1e-12))
-        if n_c > maxc:
-            n_c = maxc
-    elif ncand > 0:
-        n_c = ncand
-    else:
-        if mc > dist:
-            return 0.0, 0.0, 0
-        n_c = int((dist - mc) / st) + 1 if st > 0 else 1
-        if n_c > maxc:
-            n_c = maxc
+    n_c = _n_candidates(is_int, ncand, mc, st, dist, maxc)
     last_b = -1
     jsd2 = 0.0
     jsd = 0.0
     skip_bad = not allow_inadmissible
     for c_i in range(n_c):
-        if is_int:
-            mag = float(c_i + 1)
-        elif ncand > 0:
-            lo_m = mc if mc < dist else 0.0
-            mag = lo_m + (dist - lo_m) * (1.0 - _uniform(rseed, it, ev, j, c_i))
-        else:
-            mag = mc + c_i * st
+        mag = _magnitude(c_i, is_int, ncand, mc, st, dist, rseed, it, ev, j)
         if mag > dist:
             break
         delta = s * mag
