@@ -266,23 +266,40 @@ def _run_runner(
         ex = processor.IterativeExecutor(status=False)
     else:
         ex = processor.FuturesExecutor(workers=max(1, int(workers)), status=False)
-    # a fresh metadata cache: coffea's shared default would hand back the user metadata
-    # (labels) of an earlier run over the same dataset name and file
+    out = run_with_runner(fileset, proc, schema_cls, ex, chunksize=chunksize)
+    return dict((out or {}).get("chunks", {}))
+
+
+def run_with_runner(
+    fileset: dict[str, dict[str, Any]],
+    processor_instance: Any,
+    schema_cls: type,
+    executor: Any,
+    *,
+    chunksize: int,
+) -> Any:
+    """Run ``processor_instance`` with ``coffea.processor.Runner`` on ``executor``.
+
+    A fresh metadata cache is used on every call (coffea's shared default would hand back
+    the user metadata, e.g. labels, of an earlier run over the same dataset name and file),
+    and an advsyst error raised inside a chunk is re-raised as itself, not wrapped.
+    """
+    from coffea import processor
+
     runner = processor.Runner(
-        executor=ex,
+        executor=executor,
         schema=schema_cls,
         chunksize=int(chunksize),
         skipbadfiles=False,
         metadata_cache={},
     )
     try:
-        out = runner(fileset, processor_instance=proc)
+        return runner(fileset, processor_instance=processor_instance)
     except Exception as exc:
         inner = _unwrap(exc)
         if inner is not None:
             raise inner from exc
         raise
-    return dict((out or {}).get("chunks", {}))
 
 
 def _run_dask(

@@ -72,7 +72,7 @@ from typing import Any
 import numpy as np
 
 from advsyst._io import atomic_savez, provenance, to_jsonable
-from advsyst.errors import AdvsystError, ConfigError, InputError
+from advsyst.errors import ConfigError, InputError
 
 __all__ = [
     "KEY_FIELDS",
@@ -546,17 +546,6 @@ def build_varied_scores(
 _EXECUTORS = ("iterative", "futures", "dask")
 
 
-def _unwrap(exc: BaseException) -> BaseException | None:
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, AdvsystError):
-            return cur
-        cur = cur.__cause__ or cur.__context__
-    return None
-
-
 @contextlib.contextmanager
 def _client(client: Any, workers: int) -> Iterator[Any]:
     """The given client, or a temporary LocalCluster of ``workers`` processes."""
@@ -628,7 +617,7 @@ def run_pass2(
     """
     from coffea import processor
 
-    from advsyst.processors.run import _SCHEMAS, normalize_fileset
+    from advsyst.processors.run import _SCHEMAS, normalize_fileset, run_with_runner
 
     if executor not in _EXECUTORS:
         raise ConfigError(f"executor must be one of {_EXECUTORS}, got {executor!r}")
@@ -638,20 +627,7 @@ def run_pass2(
     norm = normalize_fileset(fileset, treename)
 
     def run(ex: Any) -> Any:
-        runner = processor.Runner(
-            executor=ex,
-            schema=schema_cls,
-            chunksize=int(chunksize),
-            skipbadfiles=False,
-            metadata_cache={},
-        )
-        try:
-            return runner(norm, processor_instance=processor_instance)
-        except Exception as exc:
-            inner = _unwrap(exc)
-            if inner is not None:
-                raise inner from exc
-            raise
+        return run_with_runner(norm, processor_instance, schema_cls, ex, chunksize=chunksize)
 
     if executor == "iterative":
         return run(processor.IterativeExecutor(status=False))
