@@ -18,32 +18,6 @@ from advsyst.data.pythia import HadronicDecay
 from advsyst.errors import ConfigError
 
 
-def _sample(factory, process: str, n: int, seed: int, pseudo: bool = False, **kw) -> Path:
-    """Generate once per test session (shared by all test modules through the base temp)."""
-    d = factory.getbasetemp() / "advsyst_samples"
-    d.mkdir(exist_ok=True)
-    extra = "_".join(f"{k}{v}" for k, v in sorted(kw.items()))
-    path = d / f"{process}_{n}_{seed}_{int(pseudo)}{extra}.root"
-    if not path.exists():
-        generate_sample(process, n, path, seed=seed, pseudo_data=pseudo, progress=False, **kw)
-    return path
-
-
-@pytest.fixture(scope="session")
-def ttbar_file(tmp_path_factory) -> Path:
-    return _sample(tmp_path_factory, "ttbar", 200, 1)
-
-
-@pytest.fixture(scope="session")
-def ww_file(tmp_path_factory) -> Path:
-    return _sample(tmp_path_factory, "ww", 200, 2)
-
-
-@pytest.fixture(scope="session")
-def data_file(tmp_path_factory) -> Path:
-    return _sample(tmp_path_factory, "mix", 200, 3, pseudo=True)
-
-
 def _arrays(path: Path) -> ak.Array:
     with uproot.open(path) as f:
         return f["Events"].arrays()

@@ -13,35 +13,10 @@ from advsyst.processors import JetConstituentProcessor, detect_layout
 from advsyst.processors.jet_features import collections_from_branches
 from advsyst.processors.run import extract_features
 
-from advsyst.data import generate_sample, write_nano_tree
+from advsyst.data import write_nano_tree
 from advsyst.errors import MissingBranchError, UnreadableFileError
 
 KEYS = ("X_raw", "X", "y", "w", "pt", "eta", "phi", "mass", "event", "dataset")
-
-
-def _sample(factory, process: str, n: int, seed: int, pseudo: bool = False) -> Path:
-    """Generate once per test session (shared with the other test modules)."""
-    d = factory.getbasetemp() / "advsyst_samples"
-    d.mkdir(exist_ok=True)
-    path = d / f"{process}_{n}_{seed}_{int(pseudo)}.root"
-    if not path.exists():
-        generate_sample(process, n, path, seed=seed, pseudo_data=pseudo, progress=False)
-    return path
-
-
-@pytest.fixture(scope="session")
-def ttbar_file(tmp_path_factory) -> Path:
-    return _sample(tmp_path_factory, "ttbar", 200, 1)
-
-
-@pytest.fixture(scope="session")
-def ww_file(tmp_path_factory) -> Path:
-    return _sample(tmp_path_factory, "ww", 200, 2)
-
-
-@pytest.fixture(scope="session")
-def data_file(tmp_path_factory) -> Path:
-    return _sample(tmp_path_factory, "mix", 200, 3, pseudo=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any
 
 import awkward as ak
@@ -14,7 +13,6 @@ import uproot
 from coffea import processor
 
 import advsyst.systematics as S
-from advsyst.data import generate_sample
 from advsyst.errors import ConfigError, InputError
 from advsyst.workflows.twopass import (
     KEY_FIELDS,
@@ -46,24 +44,15 @@ OPTIONS = {
 
 
 # ---------------------------------------------------------------------- fixtures
-def _sample(factory, process: str, seed: int) -> Path:
-    d = factory.getbasetemp() / "advsyst_samples"
-    d.mkdir(exist_ok=True)
-    path = d / f"{process}_{N_EVENTS}_{seed}_0.root"
-    if not path.exists():
-        generate_sample(process, n_events=N_EVENTS, out=path, seed=seed, workers=1, progress=False)
-    return path
-
-
 @pytest.fixture(scope="module")
-def fileset(tmp_path_factory) -> dict[str, Any]:
+def fileset(sample_factory) -> dict[str, Any]:
     return {
         "ttbar": {
-            "files": {str(_sample(tmp_path_factory, "ttbar", 1)): "Events"},
+            "files": {str(sample_factory("ttbar", N_EVENTS, 1)): "Events"},
             "metadata": {"label": 1, "is_data": False},
         },
         "ww": {
-            "files": {str(_sample(tmp_path_factory, "ww", 2)): "Events"},
+            "files": {str(sample_factory("ww", N_EVENTS, 2)): "Events"},
             "metadata": {"label": 0, "is_data": False},
         },
     }
