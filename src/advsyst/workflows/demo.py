@@ -425,9 +425,15 @@ def _workspace_and_fit(fit_inputs: Any, h: Any) -> tuple[dict[str, Any], dict[st
         unc = [float("nan")] * len(pars)
         builder = "advsyst.systematics.build_pyhf_workspace (cabinetry not installed)"
     else:
-        ws = S.build_workspace(fit_inputs.config_file)
-        model, data = cabinetry.model_utils.model_and_data(ws)
-        res = cabinetry.fit.fit(model, data)
+        quiet = logging.getLogger("cabinetry")  # its per-parameter fit printout, at INFO
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)
+        try:
+            ws = S.build_workspace(fit_inputs.config_file)
+            model, data = cabinetry.model_utils.model_and_data(ws)
+            res = cabinetry.fit.fit(model, data)
+        finally:
+            quiet.setLevel(level)
         pars, bestfit, unc = list(res.labels), res.bestfit, res.uncertainty
         twice_nll = res.best_twice_nll
         builder = "cabinetry.templates.collect + cabinetry.workspace.build, cabinetry.fit.fit"
