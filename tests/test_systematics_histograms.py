@@ -183,6 +183,9 @@ def test_mirror_templates_general_normalisation_and_channels():
             dv = h[{**sel, "systematic": "xDown"}].values(flow=True)
             np.testing.assert_allclose(dv, _template_mirror(nv, uv), rtol=1e-10, atol=1e-10)
             assert dv.sum() / nv.sum() == pytest.approx(2 - uv.sum() / nv.sum(), rel=1e-12)
+    h.fill(process="data", region="a", year=2017, systematic="nominal", mass=[100.0] * 5)
+    S.mirror_templates(h, ["x"])  # data has no xUp: left alone, no error
+    assert h[{"process": "data", "systematic": "xDown"}].sum(flow=True).value == 0
     before = h.view(flow=True).copy()
     S.mirror_templates(h, ["x"])  # idempotent
     np.testing.assert_array_equal(h.view(flow=True), before)

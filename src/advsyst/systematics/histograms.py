@@ -216,8 +216,9 @@ def mirror_templates(
 
     where ``rescale`` brings the floored shape back to ``sum(N)`` (a no-op unless a bin
     was floored).  For ``r = 1`` this is ``Down = 2 * N - U`` bin by bin.  The variance
-    of the down template is the nominal's.  Call it again after merging histograms
-    filled in pieces (coffea accumulators add the pieces' down templates, and the floor
+    of the down template is the nominal's.  Process / channel combinations whose up
+    template was never filled (collision data, a process that does not carry the
+    variation) are left alone.  Call it again after merging histograms filled in pieces (coffea accumulators add the pieces' down templates, and the floor
     does not commute with the sum).
 
     Parameters
@@ -268,6 +269,8 @@ def mirror_templates(
                 pos = {"process": ip, **dict(zip(channels, combo, strict=True))}
                 nom = view[_flow_index(h, obs, pos, i_nom)]
                 up = view[_flow_index(h, obs, pos, i_up)]
+                if not (np.any(up["value"] != 0) or np.any(up["variance"] != 0)):
+                    continue  # never filled: this process / channel does not carry it
                 dn = view[_flow_index(h, obs, pos, i_dn)]
                 where = ", ".join(
                     f"{k}={h.axes[k][v]!r}" for k, v in pos.items() if v < len(h.axes[k])
