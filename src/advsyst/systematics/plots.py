@@ -325,6 +325,7 @@ def plot_attack_history(history: Sequence[Mapping[str, Any]], path: str | os.Pat
         ax.set_ylabel(r"$\Delta$FN")
         for a in fig.axes:
             a.set_xlabel("iteration")
+            a.ticklabel_format(axis="y", useOffset=False)  # no "1e-6+4.999e-2" offsets
         return _save(fig, path)
 
 
