@@ -37,7 +37,9 @@ be the Asimov data set, the sum of the simulated nominal templates, written as
 Fit
 ---
 :func:`write_fit_inputs` writes the ROOT file and a cabinetry configuration next to it
-(paths relative to that folder: run cabinetry from there).  Each adversarial systematic
+(paths relative to that folder: run cabinetry from there; collect the templates with
+``cabinetry.templates.collect`` -- the ``cabinetry templates`` command builds templates
+from ntuples instead).  Each adversarial systematic
 is a ``NormPlusShape`` systematic of every simulated sample that has its templates, with
 explicit Up and Down templates: the down templates are already mirrored the way
 cabinetry's ``Symmetrize`` does it (:func:`~advsyst.systematics.histograms.mirror_templates`),
@@ -622,10 +624,12 @@ def _has(present: Mapping[str, list[str]], channel_key: str, process_key: str) -
 
 _CONFIG_HEADER = """\
 # cabinetry configuration written by advsyst (advsyst.systematics.write_fit_inputs).
-# Paths are relative to this folder; from here:
-#   cabinetry templates cabinetry.yml   # collects the templates (no re-histogramming)
-#   cabinetry workspace cabinetry.yml workspace_cabinetry.json
-#   cabinetry fit workspace_cabinetry.json
+# Paths are relative to this folder. From here, collect the templates (the command-line
+# `cabinetry templates` would re-histogram ntuples instead), then build and fit:
+#   python -c "import cabinetry; cabinetry.templates.collect(cabinetry.configuration.load('cabinetry.yml'))"
+#   cabinetry workspace cabinetry.yml ws.json
+#   cabinetry fit ws.json
+# (or, in Python: advsyst.systematics.build_workspace("cabinetry.yml")).
 # Down templates of mirrored systematics are already mirrored as cabinetry's Symmetrize
 # does (floored at 0), so they are read like any explicit template.
 """

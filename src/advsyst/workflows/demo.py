@@ -511,8 +511,9 @@ def _report(s: dict[str, Any], cfg: DemoConfig, table_md: str, names: list[str])
         f"- Maximum-likelihood fit of `workspace.json` (built by: {s['fit']['builder']}) to "
         f"Asimov data: {s['fit']['poi']} = {s['fit']['poi_bestfit']:.4f} ± "
         f"{s['fit']['poi_uncertainty']:.4f} (expected 1).",
-        "- Reproduce it from this folder: `cabinetry templates cabinetry.yml`, "
-        "`cabinetry workspace cabinetry.yml ws.json`, `cabinetry fit ws.json`.",
+        '- Reproduce it from this folder: `python -c "import cabinetry; '
+        "cabinetry.templates.collect(cabinetry.configuration.load('cabinetry.yml'))\"`, "
+        "then `cabinetry workspace cabinetry.yml ws.json` and `cabinetry fit ws.json`.",
         "",
         "## Outputs",
         "- `histograms.root`: templates `{region}_{process}_{variation}`; a variation "
