@@ -36,6 +36,7 @@ def test_every_output_is_written(demo):
     out, summary, _ = demo
     for name in (
         "histograms.root",
+        "cabinetry.yml",
         "workspace.json",
         "uncertainty_table.md",
         "uncertainty_table.csv",
@@ -96,13 +97,30 @@ def test_table_yields_equal_the_root_histograms(demo):
             )
 
 
-def test_workspace_fits(demo):
-    pyhf = pytest.importorskip("pyhf")
+def test_cabinetry_config_works_from_the_output_folder_and_fits(demo, monkeypatch):
+    """As a user would: cd DIR; cabinetry templates / workspace / fit with DIR/cabinetry.yml."""
+    cabinetry = pytest.importorskip("cabinetry")
     out, summary, _ = demo
-    ws = pyhf.Workspace(json.loads((out / "workspace.json").read_text()))
-    model = ws.model()
-    pars = pyhf.infer.mle.fit(ws.data(model), model)
-    assert np.all(np.isfinite(pars))
-    assert summary["fit"]["poi_bestfit"] == pytest.approx(
-        float(pars[model.config.poi_index]), abs=1e-3
-    )
+    assert summary["fit"]["builder"].startswith("cabinetry")
+    monkeypatch.chdir(out)
+    cfg = cabinetry.configuration.load("cabinetry.yml")
+    assert not cfg["General"]["InputPath"].startswith("/")
+    cfg["General"]["HistogramFolder"] = "histograms_from_test"  # leave the demo's own alone
+    cabinetry.templates.collect(cfg)
+    ws = cabinetry.workspace.build(cfg)
+    assert ws == json.loads((out / "workspace.json").read_text())
+    samples = {s["name"] for ch in ws["channels"] for s in ch["samples"]}
+    assert samples == {"ttbar", "ww"}  # the observation is not a sample
+    model, data = cabinetry.model_utils.model_and_data(ws)
+    res = cabinetry.fit.fit(model, data)
+    assert np.all(np.isfinite(res.bestfit))
+    mu = res.bestfit[model.config.poi_index]
+    assert mu == pytest.approx(1.0, abs=1e-2)  # Asimov data
+    assert summary["fit"]["poi_bestfit"] == pytest.approx(mu, abs=1e-3)
+    with uproot.open(out / "histograms.root") as f:
+        for ch in ws["channels"]:
+            total = sum(
+                f[f"{ch['name']}_{s}_nominal"].values() for s in ("ttbar", "ww") if
+                f"{ch['name']}_{s}_nominal" in f
+            )  # fmt: skip
+            np.testing.assert_allclose(f[f"{ch['name']}_asimov_nominal"].values(), total)

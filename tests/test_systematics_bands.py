@@ -108,10 +108,26 @@ def test_fooling_ratios_and_yield_bands():
         b = bands[region]
         assert b.nominal == pytest.approx(y)
         assert b.nominal_error == pytest.approx(np.sqrt((o.weights[tag] ** 2).sum()))
-        assert (b.up, b.down) == pytest.approx((y * (1 + p), y * (1 - p)))
+        # the band: fooling ratio of the TAGGED jets of the region, counted by hand
+        n_tag = n_flip = 0.0
+        n_flip_undetected = 0.0
+        for k in range(len(o.weights)):
+            if m[k] and o.nominal_score[k] >= 0.6:
+                n_tag += o.weights[k]
+                if o.nominal_pred[k] != o.up_pred[k]:
+                    n_flip += o.weights[k]
+                    if not o.detected[k]:
+                        n_flip_undetected += o.weights[k]
+        if n_tag == 0:  # the control region (score < 0.3) has no tagged jets
+            assert np.isnan(b.fooling_ratio) and (b.up, b.down) == (0.0, 0.0) and y == 0
+            continue
+        pt, pct = n_flip / n_tag, n_flip_undetected / n_tag
+        assert b.fooling_ratio == pytest.approx(pt, abs=1e-12)
+        assert (b.up, b.down) == pytest.approx((y * (1 + pt), y * (1 - pt)))
+        assert abs(pt - p) > 0.01  # not the fooling ratio of all jets of the region
         assert b.varied == pytest.approx(o.weights[m & (o.up_score >= 0.6)].sum())
         assert (cbands[region].up, cbands[region].down) == pytest.approx(
-            (y * (1 + pc), y * (1 - pc))
+            (y * (1 + pct), y * (1 - pct))
         )
         assert b.to_dict()["region"] == region
         assert frs[region].to_dict()["corrected"]["value"] == pytest.approx(pc)

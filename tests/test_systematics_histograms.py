@@ -93,6 +93,7 @@ def test_fill_variations_brute_force():
         nominal_score=nom,
         varied_scores={"a": (up, dn), "b": (up, None)},
         weights=w,
+        down="per-jet",
     )
     edges = h.axes["score"].edges
     mirror = np.clip(2 * nom - up, 0, 1)
@@ -109,6 +110,96 @@ def test_fill_variations_brute_force():
             np.testing.assert_allclose(sub.values(), v, rtol=1e-12)
             np.testing.assert_allclose(sub.variances(), var, rtol=1e-12)
             assert sub.values(flow=True)[[0, -1]].tolist() == [0, 0]
+
+
+def _template_mirror(nom, up):
+    """Brute force, written out: cabinetry's Symmetrize with a floor at 0."""
+    r = up.sum() / nom.sum()
+    shape = np.array([max(2 * n - u / r, 0.0) for n, u in zip(nom, up)])
+    shape = shape * nom.sum() / shape.sum()
+    return (2 - r) * shape
+
+
+def test_template_mirror_is_the_default_and_does_not_pile_up():
+    """Regression: the per-jet mirror piled the down template into the first bin."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    nom = rng.uniform(0, 1, n)
+    up = np.clip(nom + np.where(nom < 0.5, 0.3, -0.3), 0, 1)  # the attack pulls to the middle
+    w = rng.uniform(0.5, 2, n)
+    masks = {"control": nom < 0.5, "signal": nom >= 0.5}
+    h = S.make_hist()
+    S.fill_variations(
+        h, process="p", region_masks=masks, nominal_score=nom,
+        varied_scores={"adv": (up, None)}, weights=w,
+    )  # fmt: skip
+    h_jet = S.make_hist()
+    S.fill_variations(
+        h_jet, process="p", region_masks=masks, nominal_score=nom,
+        varied_scores={"adv": (up, None)}, weights=w, down="per-jet",
+    )  # fmt: skip
+    edges = h.axes["score"].edges
+    for region, m in masks.items():
+        nv, nvar = _np_hist(nom[m], w[m], edges)
+        uv, _ = _np_hist(up[m], w[m], edges)
+        sel = {"process": "p", "region": region, "systematic": "advDown"}
+        down = h[sel]
+        np.testing.assert_allclose(down.values(), _template_mirror(nv, uv), rtol=1e-10, atol=1e-9)
+        np.testing.assert_allclose(down.variances(), nvar, rtol=1e-12)
+        assert down.values().sum() == pytest.approx(nv.sum(), rel=1e-12)  # r = 1: yield kept
+    # per-jet: every jet pushed up from below 0.3 lands in the first bin (6 bins' worth)
+    first = {"process": "p", "region": "control", "systematic": "advDown"}
+    nom_first = h[{"process": "p", "region": "control", "systematic": "nominal"}].values()[0]
+    assert h_jet[first].values()[0] > 4 * nom_first
+    assert h[first].values()[0] <= 2 * nom_first  # all of bin 0 left: at most its mirror 2 N0
+
+
+def test_mirror_templates_general_normalisation_and_channels():
+    """r != 1, a second channel axis and a non-score observable, against brute force."""
+    rng = np.random.default_rng(5)
+    h = hist.Hist(
+        hist.axis.StrCategory([], growth=True, name="process"),
+        hist.axis.StrCategory(["a", "b"], name="region"),
+        hist.axis.IntCategory([2017, 2018], name="year"),
+        hist.axis.StrCategory([], growth=True, name="systematic"),
+        hist.axis.Regular(8, 50, 250, name="mass"),
+        storage=hist.storage.Weight(),
+    )
+    for region in ("a", "b"):
+        for year in (2017, 2018):
+            m = rng.normal(150, 40, 500)
+            w = rng.uniform(0.5, 1.5, 500)
+            h.fill(process="tt", region=region, year=year, systematic="nominal", mass=m, weight=w)
+            h.fill(
+                process="tt", region=region, year=year, systematic="xUp", mass=m * 1.05,
+                weight=w * 1.2,
+            )  # fmt: skip
+    S.mirror_templates(h, ["x"])
+    for region in ("a", "b"):
+        for year in (2017, 2018):
+            sel = {"process": "tt", "region": region, "year": hist.loc(year)}
+            nv = h[{**sel, "systematic": "nominal"}].values(flow=True)
+            uv = h[{**sel, "systematic": "xUp"}].values(flow=True)
+            dv = h[{**sel, "systematic": "xDown"}].values(flow=True)
+            np.testing.assert_allclose(dv, _template_mirror(nv, uv), rtol=1e-10, atol=1e-10)
+            assert dv.sum() / nv.sum() == pytest.approx(2 - uv.sum() / nv.sum(), rel=1e-12)
+    h.fill(process="data", region="a", year=2017, systematic="nominal", mass=[100.0] * 5)
+    S.mirror_templates(h, ["x"])  # data has no xUp: left alone, no error
+    assert h[{"process": "data", "systematic": "xDown"}].sum(flow=True).value == 0
+    before = h.view(flow=True).copy()
+    S.mirror_templates(h, ["x"])  # idempotent
+    np.testing.assert_array_equal(h.view(flow=True), before)
+    bad = h.copy()
+    bad.fill(process="tt", region="a", year=2017, systematic="xUp", mass=[100.0], weight=[1e6])
+    with pytest.raises(InputError, match="up/nominal yield ratio"):
+        S.mirror_templates(bad, ["x"])
+    with pytest.raises(InputError, match="no 'yUp' template"):
+        S.mirror_templates(h, ["y"])
+    with pytest.raises(ConfigError, match="down must be one of"):
+        S.fill_variations(
+            S.make_hist(), process="p", region_masks={"control": np.ones(20, bool)},
+            nominal_score=np.full(20, 0.5), varied_scores={}, down="mirror",
+        )  # fmt: skip
 
 
 def test_mirror_scores():
@@ -146,7 +237,7 @@ def test_fill_errors():
             varied_scores={}, weights=np.ones(3),
         )  # fmt: skip
     with pytest.raises(ConfigError, match="process name"):
-        S.fill_variations(h, process="a/b", region_masks=masks, **good)
+        S.fill_variations(h, process="", region_masks=masks, **good)
     # nothing was filled by the failing calls
     assert h.sum().value == 0
 
@@ -192,7 +283,6 @@ def test_evaluate_variations_brute_force(variations, data):
         "tcolUp": np_scores(up3),
         "tcolDown": np_scores(dn3),
         "tcolupUp": s_up7,
-        "tcolupDown": np.clip(2 * nom - s_up7, 0, 1),
     }
     for region, m in masks.items():
         for syst, s in expect.items():
@@ -200,6 +290,10 @@ def test_evaluate_variations_brute_force(variations, data):
             v, var = _np_hist(s[m], w[m], edges)
             np.testing.assert_allclose(sub.values(), v, rtol=1e-9, atol=1e-9)
             np.testing.assert_allclose(sub.variances(), var, rtol=1e-9, atol=1e-9)
+        nv, nvar = _np_hist(nom[m], w[m], edges)
+        uv, _ = _np_hist(s_up7[m], w[m], edges)
+        sub = h[{"process": "proc", "region": region, "systematic": "tcolupDown"}]
+        np.testing.assert_allclose(sub.values(), _template_mirror(nv, uv), rtol=1e-9, atol=1e-9)
     o = out["tcolup"]
     assert o.down_mirrored and o.down_pred is None and o.detected is None
     np.testing.assert_allclose(o.nominal_score, nom, atol=1e-6)

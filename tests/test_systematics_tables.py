@@ -66,8 +66,20 @@ def test_rows_equal_direct_computation(outcomes, detector):
         assert row.varied_yield == pytest.approx(w[m & (o.up_score >= 0.6)].sum(), rel=1e-12)
         assert row.fooling_ratio == pytest.approx(fr, abs=1e-12)
         assert row.fooling_ratio_err == pytest.approx(np.sqrt(fr * (1 - fr) / neff), abs=1e-12)
-        assert row.band_up == pytest.approx(w[tag].sum() * (1 + fr))
-        assert row.band_down == pytest.approx(w[tag].sum() * (1 - fr))
+        # band: fooling ratio of the tagged jets of this region and process
+        if row.region == "control":  # score < 0.4: nothing tagged at 0.6
+            assert tag.sum() == 0 and (row.band_up, row.band_down) == (0.0, 0.0)
+            assert math.isnan(row.band_fooling_ratio)
+        else:
+            frt = w[tag & flipped].sum() / w[tag].sum()
+            assert abs(frt - fr) > 0.01  # differs from the fooling ratio of all jets
+            assert row.band_fooling_ratio == pytest.approx(frt, abs=1e-12)
+            neff_t = w[tag].sum() ** 2 / (w[tag] ** 2).sum()
+            assert row.band_fooling_ratio_err == pytest.approx(
+                np.sqrt(frt * (1 - frt) / neff_t), abs=1e-12
+            )
+            assert row.band_up == pytest.approx(w[tag].sum() * (1 + frt))
+            assert row.band_down == pytest.approx(w[tag].sum() * (1 - frt))
         if o.detected is not None:
             frc = w[m & flipped & ~o.detected].sum() / ws.sum()
             assert row.corrected_fooling_ratio == pytest.approx(frc, abs=1e-12)
@@ -132,6 +144,9 @@ def test_writers(tmp_path, outcomes, detector):
     assert (tmp_path / "t.md").read_text() == md
     assert md.count("\n|") == 1 + len(table.rows)  # separator + rows after the header
     assert "| region | process |" in md and "±" in md
+    assert "fooling ratio of the tagged jets of that region and process" in md
+    for r in table.rows:
+        assert f"[{r.band_down:.4g}, {r.band_up:.4g}]" in md
     text = table.to_csv(tmp_path / "t.csv")
     rows = list(csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text())))
     assert text == (tmp_path / "t.csv").read_text()

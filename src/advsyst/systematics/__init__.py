@@ -7,8 +7,8 @@ The chain, for one process::
                                  {"conservattack": {...}}, process="ttbar",
                                  region_masks=split.masks(X), weights=w)
     table = build_uncertainty_table({"ttbar": out}, budget=0.05)
-    write_root_histograms("templates.root", h)
-    write_workspace("ws.json", build_pyhf_workspace(h, signal_process="ttbar"))
+    fit = write_fit_inputs("out", h, signal_process="ttbar")  # out/histograms.root + cabinetry.yml
+    ws = build_workspace(fit.config_file)                     # pyhf workspace, built by cabinetry
 
 Importing this package registers the built-in variations (:mod:`.variations`).
 Plotting lives in :mod:`advsyst.systematics.plots` (imported on demand).
@@ -22,24 +22,35 @@ from advsyst.systematics.bands import (
     FoolingRatio,
     Fraction,
     YieldBand,
+    band_limits,
     compare_data_mc,
     detector_efficiency,
     detector_efficiency_curve,
     effective_entries,
     fooling_ratio,
     fooling_ratios,
+    tagged_fooling_ratio,
     tagged_yield,
     weighted_fraction,
     yield_bands,
 )
 from advsyst.systematics.export import (
+    FitInputs,
     build_pyhf_workspace,
+    build_workspace,
+    cabinetry_config,
+    data_process_names,
     histogram_name,
+    key_part,
     systematic_names,
+    unkey_part,
+    write_cabinetry_config,
+    write_fit_inputs,
     write_root_histograms,
     write_workspace,
 )
 from advsyst.systematics.histograms import (
+    DOWN_MODES,
     NOMINAL,
     LowStatisticsWarning,
     SystematicsBuilder,
@@ -49,7 +60,9 @@ from advsyst.systematics.histograms import (
     fill_variations,
     make_hist,
     mirror_scores,
+    mirror_templates,
     model_scores,
+    template_axes,
 )
 from advsyst.systematics.regions import (
     Region,
@@ -93,6 +106,7 @@ __all__ = [
     "region_masks",
     "weighted_auroc",
     # histograms
+    "DOWN_MODES",
     "NOMINAL",
     "LowStatisticsWarning",
     "SystematicsBuilder",
@@ -102,7 +116,9 @@ __all__ = [
     "fill_variations",
     "make_hist",
     "mirror_scores",
+    "mirror_templates",
     "model_scores",
+    "template_axes",
     # bands
     "DetectorEfficiency",
     "FoolingRatio",
@@ -113,7 +129,9 @@ __all__ = [
     "detector_efficiency_curve",
     "effective_entries",
     "fooling_ratio",
+    "band_limits",
     "fooling_ratios",
+    "tagged_fooling_ratio",
     "tagged_yield",
     "weighted_fraction",
     "yield_bands",
@@ -123,9 +141,17 @@ __all__ = [
     "build_uncertainty_table",
     "verdict",
     # export
+    "FitInputs",
     "build_pyhf_workspace",
+    "build_workspace",
+    "cabinetry_config",
+    "data_process_names",
     "histogram_name",
+    "key_part",
     "systematic_names",
+    "unkey_part",
+    "write_cabinetry_config",
+    "write_fit_inputs",
     "write_root_histograms",
     "write_workspace",
 ]

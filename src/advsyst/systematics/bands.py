@@ -12,6 +12,12 @@ predicted class differs between nominal and varied (up) features.  The
 flag, over the same denominator, so ``corrected = FR * (1 - detector efficiency on the
 flipped events)``.
 
+Yield band: the tagged yield (events of the region and process with nominal score >=
+the working point) times ``1 +- FR_tagged``, where ``FR_tagged`` is the fooling ratio
+*of those tagged events* -- the weighted fraction of the tagged events of that region and
+process whose predicted class differs between nominal and varied (up) features -- not
+the fooling ratio of all events of the region (:func:`tagged_fooling_ratio`).
+
 Detector clean-event efficiency at threshold t: the fraction of clean events *not*
 flagged, i.e. with P(adversarial) < t.
 """
@@ -38,6 +44,8 @@ __all__ = [
     "weighted_fraction",
     "fooling_ratio",
     "fooling_ratios",
+    "tagged_fooling_ratio",
+    "band_limits",
     "tagged_yield",
     "yield_bands",
     "detector_efficiency_curve",
@@ -202,11 +210,37 @@ def tagged_yield(
     return float(w[sel].sum()), float(np.sqrt(np.sum(w[sel] ** 2)))
 
 
+def tagged_fooling_ratio(
+    nominal_score: np.ndarray,
+    nominal_pred: np.ndarray,
+    varied_pred: np.ndarray,
+    working_point: float,
+    weights: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    detected: np.ndarray | None = None,
+) -> tuple[Fraction, Fraction | None]:
+    """``(FR, corrected FR)`` of the *tagged* ``mask`` events: those with
+    ``nominal_score >= working_point`` (see :func:`fooling_ratio`)."""
+    s = np.asarray(nominal_score, dtype=np.float64)
+    tagged = _mask(mask, len(s), "tagged_fooling_ratio") & (s >= working_point)
+    return fooling_ratio(nominal_pred, varied_pred, weights, tagged, detected)
+
+
+def band_limits(nominal: float, fr: float) -> tuple[float, float]:
+    """``(nominal * (1 + fr), nominal * (1 - fr))``; ``(0, 0)`` for an empty tagged set
+    (``nominal == 0``, where the fooling ratio is undefined)."""
+    if nominal == 0.0 and not np.isfinite(fr):
+        return 0.0, 0.0
+    return nominal * (1.0 + fr), nominal * (1.0 - fr)
+
+
 @dataclass(frozen=True)
 class YieldBand:
-    """Tagged yield with its adversarial band ``nominal * (1 +- FR)``.
+    """Tagged yield with its adversarial band ``nominal * (1 +- FR_tagged)``.
 
-    ``varied`` is the tagged yield actually obtained with the up features, for reference.
+    ``fooling_ratio`` is the fooling ratio of the tagged events of the region and process
+    (:func:`tagged_fooling_ratio`), detector-corrected when ``corrected``.  ``varied`` is
+    the tagged yield actually obtained with the up features, for reference.
     """
 
     region: str
@@ -230,24 +264,30 @@ def yield_bands(
 ) -> dict[str, YieldBand]:
     """Per-region tagged-yield bands of one variation.
 
-    ``use_corrected=True`` uses the detector-corrected fooling ratio (requires a
-    detector decision in the outcome).
+    The band is ``nominal * (1 +- FR_tagged)`` with the fooling ratio of the tagged
+    events of the region (:func:`tagged_fooling_ratio`).  ``use_corrected=True`` uses
+    its detector-corrected version (requires a detector decision in the outcome).
     """
+    if use_corrected and outcome.detected is None:
+        raise InputError(
+            f"variation {outcome.name!r} of process {outcome.process!r} has no detector "
+            "decision: no corrected fooling ratio"
+        )
     out: dict[str, YieldBand] = {}
-    frs = fooling_ratios(outcome)
     for region, m in outcome.region_masks.items():
         nom, err = tagged_yield(outcome.nominal_score, working_point, outcome.weights, m)
         varied, _ = tagged_yield(outcome.up_score, working_point, outcome.weights, m)
-        frr = frs[region]
-        if use_corrected:
-            if frr.corrected is None:
-                raise InputError(
-                    f"variation {outcome.name!r} of process {outcome.process!r} has no detector "
-                    "decision: no corrected fooling ratio"
-                )
-            fr = frr.corrected.value
-        else:
-            fr = frr.fooling_ratio.value
+        frt, corr = tagged_fooling_ratio(
+            outcome.nominal_score,
+            outcome.nominal_pred,
+            outcome.up_pred,
+            working_point,
+            outcome.weights,
+            m,
+            outcome.detected,
+        )
+        fr = corr.value if use_corrected and corr is not None else frt.value
+        up, down = band_limits(nom, fr)
         out[region] = YieldBand(
             region=region,
             process=outcome.process,
@@ -255,8 +295,8 @@ def yield_bands(
             working_point=float(working_point),
             nominal=nom,
             nominal_error=err,
-            up=nom * (1.0 + fr),
-            down=nom * (1.0 - fr),
+            up=up,
+            down=down,
             varied=varied,
             fooling_ratio=fr,
             corrected=use_corrected,

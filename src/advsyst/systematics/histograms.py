@@ -14,10 +14,24 @@ Score conventions
 * A score equal to the upper edge of the score axis (a probability of exactly 1) is
   filled into the last bin rather than the overflow; other out-of-range scores go to
   the flow bins as usual.
-* When a variation gives no down features, the down score of each event is the mirror
-  of its up shift, ``2 * nominal - up``, clipped to the score axis range
-  (:func:`mirror_scores`).  Its predicted class is not defined, so fooling ratios use
-  the up variation only.
+* When a variation gives no down features, the ``<name>Down`` template is, by default,
+  the *template* mirror of the up template around the nominal, bin by bin
+  (:func:`mirror_templates`, ``down="template"``): cabinetry's one-sided convention
+  (its ``Symmetrize`` option) -- the normalisation effect ``r = sum(up) / sum(nominal)``
+  is mirrored to ``2 - r`` and the shape of the normalised up template is mirrored,
+  ``2 * nominal - up / r``, per bin.  When the up template keeps the total yield
+  (``r = 1``, always the case for a score of the same jets with the same weights) this
+  is simply ``down = 2 * nominal - up`` per bin.  Bins that come out negative are
+  floored at 0 and the floored shape is rescaled to the nominal total, so that the down
+  normalisation stays exactly ``2 - r``; the down template carries the nominal's
+  ``sum(w^2)``.
+* ``down="per-jet"`` instead mirrors each jet's score, ``clip(2 * nominal - up, low,
+  high)`` (:func:`mirror_scores`), and fills that.  Caveat: a jet's score is bounded,
+  so every jet the attack pushes away from an edge is mirrored *onto* that edge -- the
+  per-jet down template piles up in the first and last bins and is not the mirror image
+  of the up template's effect.  Use it only to compare with older results.
+* Either way a mirrored variation has no down *prediction*, so fooling ratios use the
+  up variation only.
 * Region membership is decided on the *nominal* features (``region_masks``); the
   variations move events in score, not between regions.
 """
@@ -25,6 +39,7 @@ Score conventions
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +67,9 @@ __all__ = [
     "make_hist",
     "fill_variations",
     "mirror_scores",
+    "mirror_templates",
+    "template_axes",
+    "DOWN_MODES",
     "evaluate_variations",
     "model_scores",
     "NOMINAL",
@@ -60,6 +78,8 @@ __all__ = [
 
 NOMINAL = "nominal"
 DEFAULT_MIN_EVENTS = 10
+#: How a variation without down features gets its ``<name>Down`` template.
+DOWN_MODES = ("template", "per-jet")
 
 
 class LowStatisticsWarning(UserWarning):
@@ -115,6 +135,175 @@ def _into_axis(score: np.ndarray, high: float) -> np.ndarray:
 def mirror_scores(nominal: np.ndarray, up: np.ndarray, low: float, high: float) -> np.ndarray:
     """The mirrored down score ``clip(2 * nominal - up, low, high)``."""
     return np.clip(2.0 * np.asarray(nominal, float) - np.asarray(up, float), low, high)
+
+
+def template_axes(h: hist.Hist) -> tuple[list[str], str]:
+    """``(channel axes, observable axis)`` of a template histogram.
+
+    A template histogram has StrCategory axes ``process`` and ``systematic``, any number
+    of further category axes (``region``, a year, a lepton flavour...: the *channel*
+    axes, ``region`` first) and exactly one non-category axis, the observable (a score,
+    a jet mass...), with ``Weight()`` storage.
+
+    Raises
+    ------
+    InputError
+        Naming what is missing or extra.
+    """
+    if not isinstance(h, hist.Hist):
+        raise InputError(f"expected a hist.Hist, got {type(h).__name__}")
+    names = [ax.name for ax in h.axes]
+    for need in ("process", "systematic"):
+        if need not in names:
+            raise InputError(f"the histogram needs a '{need}' category axis; it has axes {names}")
+        if not isinstance(h.axes[need], hist.axis.StrCategory):
+            raise InputError(f"axis '{need}' must be a StrCategory axis")
+    cats = [
+        ax.name
+        for ax in h.axes
+        if isinstance(ax, hist.axis.StrCategory | hist.axis.IntCategory)
+        and ax.name not in ("process", "systematic")
+    ]
+    obs = [
+        ax.name
+        for ax in h.axes
+        if not isinstance(ax, hist.axis.StrCategory | hist.axis.IntCategory)
+    ]
+    if len(obs) != 1:
+        raise InputError(
+            f"a template histogram has exactly one observable (non-category) axis; this one "
+            f"has {len(obs)}: {obs}. Project the others out first, e.g. "
+            f"h.project({', '.join(repr(n) for n in names if n not in obs[1:])})"
+            if obs
+            else f"a template histogram needs one observable axis; axes are {names}"
+        )
+    if h.storage_type is not hist.storage.Weight:
+        raise InputError("the histogram needs Weight() storage (sum of squared weights)")
+    cats.sort(key=lambda n: n != "region")  # region first, the others in axis order
+    return cats, obs[0]
+
+
+def _category_index(h: hist.Hist, name: str, value: Any) -> int:
+    ax = h.axes[name]
+    i = int(ax.index(value))
+    if i >= len(ax) or ax[i] != value:
+        raise InputError(f"{value!r} is not a category of axis {name!r}")
+    return i
+
+
+def _flow_index(h: hist.Hist, obs: str, pos: Mapping[str, int], isyst: int) -> tuple[Any, ...]:
+    """Index into ``h.view(flow=True)``: categories at ``pos``, the whole observable axis."""
+    idx = dict(pos, systematic=isyst)
+    return tuple(
+        slice(None) if ax.name == obs else idx[ax.name] + int(ax.traits.underflow) for ax in h.axes
+    )
+
+
+def mirror_templates(
+    h: hist.Hist,
+    variations: Sequence[str] | None = None,
+    *,
+    processes: Sequence[str] | None = None,
+) -> hist.Hist:
+    """(Re)compute ``<name>Down`` as the template mirror of ``<name>Up`` around the nominal.
+
+    cabinetry's one-sided ``Symmetrize`` convention, per process and channel (every
+    combination of the other category axes), over all bins of the observable including
+    the flow bins: with ``N`` the nominal, ``U`` the up template and
+    ``r = sum(U) / sum(N)``::
+
+        Down = (2 - r) * rescale(max(2 * N - U / r, 0))
+
+    where ``rescale`` brings the floored shape back to ``sum(N)`` (a no-op unless a bin
+    was floored).  For ``r = 1`` this is ``Down = 2 * N - U`` bin by bin.  The variance
+    of the down template is the nominal's.  Process / channel combinations whose up
+    template was never filled (collision data, a process that does not carry the
+    variation) are left alone.  Call it again after merging histograms filled in pieces (coffea accumulators add the pieces' down templates, and the floor
+    does not commute with the sum).
+
+    Parameters
+    ----------
+    h
+        Template histogram (see :func:`template_axes`), modified in place and returned.
+    variations
+        Variation names (default: every ``<name>Up`` in ``h``).
+    processes
+        Processes to mirror (default: all).
+
+    Raises
+    ------
+    InputError
+        If an up template more than doubles the nominal yield (``r >= 2``: the mirrored
+        normalisation would be negative) or has a yield where the nominal has none.
+    """
+    channels, obs = template_axes(h)
+    systs = [str(s) for s in h.axes["systematic"]]
+    if NOMINAL not in systs:
+        raise InputError("the histogram has no 'nominal' templates to mirror around")
+    if variations is None:
+        variations = [s[:-2] for s in systs if s.endswith("Up")]
+    procs = [str(p) for p in h.axes["process"]] if processes is None else list(processes)
+    for name in variations:
+        if f"{name}Up" not in systs:
+            raise InputError(f"no '{name}Up' template to mirror; have {systs}")
+        if f"{name}Down" not in systs:  # grow the category with a zero-weight entry
+            any_proc = procs[0] if procs else str(h.axes["process"][0])
+            fill = {ax: h.axes[ax][0] for ax in channels}
+            h.fill(
+                process=any_proc,
+                systematic=f"{name}Down",
+                **fill,
+                **{obs: np.asarray([h.axes[obs].edges[0]])},
+                weight=np.zeros(1),
+            )
+            systs = [str(s) for s in h.axes["systematic"]]
+    view = h.view(flow=True)
+    i_nom = _category_index(h, "systematic", NOMINAL)
+    ranges = [range(len(h.axes[c]) + int(h.axes[c].traits.overflow)) for c in channels]
+    for p in procs:
+        ip = _category_index(h, "process", p)
+        for name in variations:
+            i_up = _category_index(h, "systematic", f"{name}Up")
+            i_dn = _category_index(h, "systematic", f"{name}Down")
+            for combo in itertools.product(*ranges):
+                pos = {"process": ip, **dict(zip(channels, combo, strict=True))}
+                nom = view[_flow_index(h, obs, pos, i_nom)]
+                up = view[_flow_index(h, obs, pos, i_up)]
+                if not (np.any(up["value"] != 0) or np.any(up["variance"] != 0)):
+                    continue  # never filled: this process / channel does not carry it
+                dn = view[_flow_index(h, obs, pos, i_dn)]
+                where = ", ".join(
+                    f"{k}={h.axes[k][v]!r}" for k, v in pos.items() if v < len(h.axes[k])
+                )
+                dn["value"] = _mirror(
+                    np.asarray(nom["value"], dtype=np.float64),
+                    np.asarray(up["value"], dtype=np.float64),
+                    f"{name}Down ({where})",
+                )
+                dn["variance"] = np.asarray(nom["variance"], dtype=np.float64)
+    return h
+
+
+def _mirror(nom: np.ndarray, up: np.ndarray, what: str) -> np.ndarray:
+    s_nom, s_up = float(nom.sum()), float(up.sum())
+    if s_nom == 0.0:
+        if s_up != 0.0 or np.any(up != 0):
+            raise InputError(f"{what}: the up template has entries where the nominal is empty")
+        return np.zeros_like(nom)
+    r = s_up / s_nom
+    if not np.isfinite(r) or r >= 2.0 or r <= 0.0:
+        raise InputError(
+            f"{what}: up/nominal yield ratio {r:.4g} outside (0, 2); a mirrored down template "
+            "would have a negative or undefined yield -- give explicit down features"
+        )
+    raw = 2.0 * nom - up / r
+    shape = np.maximum(raw, 0.0)
+    total = float(shape.sum())
+    if total <= 0.0:
+        raise InputError(f"{what}: the mirrored down template is empty after flooring at 0")
+    if np.any(raw < 0.0):
+        shape *= s_nom / total
+    return (2.0 - r) * shape
 
 
 def _check_scores(score: Any, n: int, what: str, process: str) -> np.ndarray:
@@ -196,6 +385,7 @@ def fill_variations(
     weights: np.ndarray | None = None,
     min_events: int = DEFAULT_MIN_EVENTS,
     on_low_stats: str = "raise",
+    down: str = "template",
 ) -> hist.Hist:
     """Fill ``nominal``, ``<name>Up`` and ``<name>Down`` for one process.
 
@@ -210,16 +400,24 @@ def fill_variations(
     nominal_score
         Nominal tagger score per event.
     varied_scores
-        ``{name: (up_score, down_score)}``; ``down_score=None`` means mirrored
-        (:func:`mirror_scores`).
+        ``{name: (up_score, down_score)}``; ``down_score=None`` means mirrored, as
+        ``down`` says.
     weights
         Event weights (default 1).
     min_events
         Regions with fewer (unweighted) events raise :class:`InputError`, or warn with
         :class:`LowStatisticsWarning` when ``on_low_stats="warn"``.
+    down
+        ``"template"`` (default): the down template of a mirrored variation is the
+        template mirror of this process' accumulated up template
+        (:func:`mirror_templates`, cabinetry's ``Symmetrize``); ``"per-jet"``: each
+        jet's score is mirrored (:func:`mirror_scores`; see the module notes for its
+        caveat).
     """
-    if not isinstance(process, str) or not process or any(c in process for c in "/; "):
-        raise ConfigError(f"process name {process!r} must be non-empty without '/', ';', ' '")
+    if not isinstance(process, str) or not process:
+        raise ConfigError(f"process name {process!r} must be a non-empty string")
+    if down not in DOWN_MODES:
+        raise ConfigError(f"down must be one of {DOWN_MODES}, got {down!r}")
     nominal = np.asarray(nominal_score)
     n = len(nominal)
     nominal = _check_scores(nominal, n, "nominal", process)
@@ -227,17 +425,23 @@ def fill_variations(
     masks = _check_masks(h, region_masks, n, process, min_events, on_low_stats)
     low, high = _axis_range(h)
     templates: dict[str, np.ndarray] = {NOMINAL: nominal}
+    mirrored: list[str] = []
     for name, pair in varied_scores.items():
         _check_name(name, process)
-        up, down = pair
+        up, dn = pair
         up = _check_scores(up, n, f"{name}Up", process)
-        down = mirror_scores(nominal, up, low, high) if down is None else down
         templates[f"{name}Up"] = up
-        templates[f"{name}Down"] = _check_scores(down, n, f"{name}Down", process)
+        if dn is None and down == "template":
+            mirrored.append(name)
+            continue
+        dn = mirror_scores(nominal, up, low, high) if dn is None else dn
+        templates[f"{name}Down"] = _check_scores(dn, n, f"{name}Down", process)
     for syst, score in templates.items():
         score = _into_axis(score, high)
         for region, m in masks.items():
             h.fill(process=process, region=region, systematic=syst, score=score[m], weight=w[m])
+    if mirrored:
+        mirror_templates(h, mirrored, processes=[process])
     return h
 
 
@@ -317,6 +521,7 @@ def evaluate_variations(
     score_class: int | None = None,
     min_events: int = DEFAULT_MIN_EVENTS,
     on_low_stats: str = "raise",
+    down: str = "template",
 ) -> tuple[hist.Hist, dict[str, VariationOutcome]]:
     """Run registered variations on one process and fill a histogram.
 
@@ -338,6 +543,7 @@ def evaluate_variations(
         score_class=score_class,
         min_events=min_events,
         on_low_stats=on_low_stats,
+        down=down,
     )
     return h, out[process]
 
@@ -366,6 +572,7 @@ def evaluate_dataset(
     score_class: int | None = None,
     min_events: int = DEFAULT_MIN_EVENTS,
     on_low_stats: str = "raise",
+    down: str = "template",
 ) -> tuple[hist.Hist, dict[str, dict[str, VariationOutcome]]]:
     """Run each variation once on the whole data set, then fill per process.
 
@@ -399,12 +606,19 @@ def evaluate_dataset(
         Column of a multi-class model's probabilities to histogram.
     min_events, on_low_stats
         See :func:`fill_variations` (checked per process and region).
+    down
+        Down templates of variations without down features: ``"template"`` (default,
+        :func:`mirror_templates`) or ``"per-jet"`` (:func:`mirror_scores`); see
+        :func:`fill_variations`.  The outcomes' ``down_score`` is the per-jet mirror
+        either way (``down_mirrored`` True).
 
     Returns
     -------
     (hist.Hist, dict[str, dict[str, VariationOutcome]])
         The filled histogram and ``{process: {variation: outcome}}``.
     """
+    if down not in DOWN_MODES:
+        raise ConfigError(f"down must be one of {DOWN_MODES}, got {down!r}")
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
         raise InputError(f"features must be a 2-D (events, features) array, got shape {X.shape}")
@@ -445,7 +659,7 @@ def evaluate_dataset(
     nominal_score, nominal_pred = model_scores(model, X, score_class)
     _check_scores(nominal_score, n, "nominal", ",".join(proc_names))
     outcomes: dict[str, dict[str, VariationOutcome]] = {p: {} for p in proc_names}
-    varied: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {p: {} for p in proc_names}
+    varied: dict[str, dict[str, tuple[np.ndarray, np.ndarray | None]]] = {p: {} for p in proc_names}
     for name in variations:
         res = run_variation(name, X, model, context=context, **dict(options.get(name, {})))
         up_score, up_pred = model_scores(model, res.up, score_class)
@@ -479,7 +693,8 @@ def evaluate_dataset(
                 weights=w[sel],
                 region_masks=masks[p],
             )
-            varied[p][name] = (up_score[sel], down_score[sel])
+            template_mirror = res.down is None and down == "template"
+            varied[p][name] = (up_score[sel], None if template_mirror else down_score[sel])
     for p, sel in sels.items():
         fill_variations(
             h,
@@ -489,6 +704,7 @@ def evaluate_dataset(
             varied_scores=varied[p],
             weights=w[sel],
             min_events=0,
+            down=down,
         )
     return h, outcomes
 
@@ -519,6 +735,7 @@ class SystematicsBuilder:
         score_class: int | None = None,
         min_events: int = DEFAULT_MIN_EVENTS,
         on_low_stats: str = "raise",
+        down: str = "template",
     ) -> None:
         for name in variations:
             get(name)
@@ -528,6 +745,9 @@ class SystematicsBuilder:
         self.score_class = score_class
         self.min_events = min_events
         self.on_low_stats = on_low_stats
+        if down not in DOWN_MODES:
+            raise ConfigError(f"down must be one of {DOWN_MODES}, got {down!r}")
+        self.down = down
         self.hist = make_hist(score_axis, variable_label, regions)
         self.outcomes: dict[str, dict[str, VariationOutcome]] = {}
 
@@ -556,6 +776,7 @@ class SystematicsBuilder:
             score_class=self.score_class,
             min_events=self.min_events,
             on_low_stats=self.on_low_stats,
+            down=self.down,
         )
         self.outcomes[process] = out
         return out

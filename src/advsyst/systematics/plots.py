@@ -30,6 +30,7 @@ __all__ = [
     "plot_attack_history",
     "plot_detector_efficiency",
     "weighted_correlation",
+    "ratio_range",
 ]
 
 _HISTORY_KEYS = ("iteration", "fooling_ratio", "jsd_mean", "jsd_max", "dfn")
@@ -37,6 +38,13 @@ _HISTORY_KEYS = ("iteration", "fooling_ratio", "jsd_mean", "jsd_max", "dfn")
 
 def _style() -> Any:
     return matplotlib.style.context(hep.style.CMS)
+
+
+def _figure(width: float, height: float) -> Figure:
+    """A figure whose layout engine keeps labels of neighbouring panels apart."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    fig.get_layout_engine().set(w_pad=0.15, h_pad=0.05, wspace=0.08, hspace=0.02)
+    return fig
 
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
@@ -48,15 +56,63 @@ def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
 
 
 def _label(ax: Any, data: bool = False) -> None:
-    # a neutral experiment-style label: these are advsyst studies, not CMS results
-    hep.label.exp_label(
-        exp="advsyst",
-        text="Data" if data else "Simulation",
-        data=data,
-        ax=ax,
-        rlabel="",
-        fontsize=14,
-    )
+    """One experiment-style label above the axes, left: "**advsyst** *Simulation*", or
+    "**advsyst**" alone for plots with data.
+
+    Written as one title: mplhep's ``exp_label`` adds "Simulation" by itself (passing it
+    the text too printed "Simulation Simulation") and its two-part spacing collides at
+    small font sizes.  A neutral name: these are advsyst studies, not CMS results.
+    """
+    text = r"$\mathbf{advsyst}$" + ("" if data else r" $\mathit{Simulation}$")
+    ax.set_title(text, loc="left", fontsize=16)
+
+
+def _nice_ceil(x: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 x 10^k that is >= x."""
+    k = np.floor(np.log10(x))
+    for m in (1.0, 2.0, 2.5, 5.0, 10.0):
+        if m * 10**k >= x * (1 - 1e-12):
+            return float(m * 10**k)
+    return float(10 ** (k + 1))  # pragma: no cover
+
+
+def ratio_range(
+    nominal: np.ndarray,
+    ratios: Sequence[np.ndarray],
+    *,
+    bulk_fraction: float = 0.05,
+    min_half_width: float = 0.05,
+    max_half_width: float = 1.0,
+) -> tuple[float, float]:
+    """A ratio-panel range ``1 +- h`` that shows the bulk of the distribution.
+
+    ``h`` is the largest ``|ratio - 1|`` over the *bulk* bins -- those whose nominal
+    content is at least ``bulk_fraction`` of the largest bin -- rounded up to 1, 2, 2.5
+    or 5 x 10^k and kept within ``[min_half_width, max_half_width]``.  Sparse edge bins
+    with huge ratios do not set the scale; the plot marks them instead.
+    """
+    nv = np.asarray(nominal, dtype=np.float64)
+    bulk = nv >= bulk_fraction * nv.max() if nv.size and nv.max() > 0 else nv > 0
+    dev = [np.abs(np.asarray(r, dtype=np.float64)[bulk] - 1.0) for r in ratios]
+    dev_all = np.concatenate(dev) if dev else np.zeros(0)
+    dev_all = dev_all[np.isfinite(dev_all)]
+    h = float(dev_all.max()) * 1.1 if dev_all.size else min_half_width
+    h = min(max(_nice_ceil(max(h, 1e-12)), min_half_width), max_half_width)
+    return 1.0 - h, 1.0 + h
+
+
+def _mark_outside(rax: Any, centers: np.ndarray, r: np.ndarray, lo: float, hi: float,
+                  color: str) -> int:  # fmt: skip
+    """Triangles at the panel edge for ratios outside ``[lo, hi]``; returns their count."""
+    pad = 0.06 * (hi - lo)
+    above = np.isposinf(r) | (np.isfinite(r) & (r > hi))
+    below = np.isfinite(r) & (r < lo)
+    # inside the panel (an empty unclipped line breaks the constrained layout)
+    if above.any():
+        rax.plot(centers[above], np.full(above.sum(), hi - pad), "^", color=color, ms=9)
+    if below.any():
+        rax.plot(centers[below], np.full(below.sum(), lo + pad), "v", color=color, ms=9)
+    return int(above.sum() + below.sum())
 
 
 def plot_score_variations(
@@ -66,23 +122,37 @@ def plot_score_variations(
     process: str,
     variation: str,
     regions: Sequence[str] | None = None,
+    ratio_limits: tuple[float, float] | None = None,
 ) -> Path:
-    """Nominal vs ``<variation>Up/Down`` score templates per region, with the band.
+    """Nominal vs ``<variation>Up/Down`` templates per region, with the band.
 
     Top: nominal (with its statistical uncertainty), the up and down templates, and the
-    shaded envelope between them; bottom: ratios to nominal.
+    shaded envelope between them; bottom: ratios to nominal in a range that shows the
+    bulk of the distribution (:func:`ratio_range`, or ``ratio_limits``), with triangles
+    at the panel edge for bins whose ratio lies outside it (upwards: above, also where
+    the nominal is empty).  Works for any observable axis
+    (:func:`~advsyst.systematics.histograms.template_axes`).
     """
+    from advsyst.systematics.histograms import template_axes
+
+    channels, obs = template_axes(h)
     if process not in list(h.axes["process"]):
         raise InputError(f"process {process!r} not in the histogram")
     cats = list(h.axes["systematic"])
     for s in (NOMINAL, f"{variation}Up", f"{variation}Down"):
         if s not in cats:
             raise InputError(f"template {s!r} not in the histogram; have {cats}")
+    if "region" not in channels:
+        raise InputError("plot_score_variations needs a 'region' axis")
+    extra = [c for c in channels if c != "region"]
+    if extra:
+        raise InputError(f"select one category of {extra} first (e.g. h[{{'{extra[0]}': ...}}])")
     regions = list(h.axes["region"]) if regions is None else list(regions)
-    edges = np.asarray(h.axes["score"].edges)
+    edges = np.asarray(h.axes[obs].edges)
+    centers = 0.5 * (edges[1:] + edges[:-1])
     with _style():
-        fig = Figure(figsize=(7 * len(regions), 7))
-        gs = fig.add_gridspec(2, len(regions), height_ratios=(3, 1), hspace=0.05)
+        fig = _figure(7.5 * len(regions), 8)
+        gs = fig.add_gridspec(2, len(regions), height_ratios=(3, 1))
         for k, region in enumerate(regions):
             ax = fig.add_subplot(gs[0, k])
             rax = fig.add_subplot(gs[1, k], sharex=ax)
@@ -103,16 +173,25 @@ def plot_score_variations(
             )
             ax.set_ylabel("weighted events")
             ax.set_title(f"{process}, {region}", fontsize=14, loc="right")
-            ax.legend(fontsize=12)
             ax.tick_params(labelbottom=False)
+            ax.set_xlabel("")
             with np.errstate(divide="ignore", invalid="ignore"):
-                rax.stairs(np.where(nv > 0, uv / nv, np.nan), edges, color="tab:red", ls="--")
-                rax.stairs(np.where(nv > 0, dv / nv, np.nan), edges, color="tab:blue", ls=":")
+                ru = np.where(nv > 0, uv / nv, np.where(uv > 0, np.inf, np.nan))
+                rd = np.where(nv > 0, dv / nv, np.where(dv > 0, np.inf, np.nan))
                 rel = np.where(nv > 0, np.sqrt(nom.variances()) / nv, np.nan)
+            r_lo, r_hi = ratio_limits or ratio_range(nv, [ru, rd])
             rax.stairs(1 + rel, edges, baseline=1 - rel, fill=True, alpha=0.2, color="gray")
+            rax.stairs(np.where(np.isfinite(ru), ru, np.nan), edges, color="tab:red", ls="--")
+            rax.stairs(np.where(np.isfinite(rd), rd, np.nan), edges, color="tab:blue", ls=":")
+            n_out = _mark_outside(rax, centers, ru, r_lo, r_hi, "tab:red")
+            n_out += _mark_outside(rax, centers, rd, r_lo, r_hi, "tab:blue")
             rax.axhline(1.0, color="k", lw=1)
-            rax.set_ylabel("var./nom.")
-            rax.set_xlabel(h.axes["score"].label or "score")
+            rax.set_ylim(r_lo, r_hi)
+            rax.set_ylabel("var. / nom.")
+            rax.set_xlabel(h.axes[obs].label or obs)
+            if n_out:
+                ax.plot([], [], "^", color="gray", ms=9, label="ratio off scale")
+            ax.legend(fontsize=12)
             _label(ax)
         return _save(fig, path)
 
@@ -169,7 +248,7 @@ def plot_marginals(
     order = np.argsort(jsd, kind="stable")
     picks = [("smallest", order[0]), ("median", order[len(order) // 2]), ("largest", order[-1])]
     with _style():
-        fig = Figure(figsize=(21, 6))
+        fig = _figure(21, 6.5)
         for k, (what, j) in enumerate(picks):
             ax = fig.add_subplot(1, 3, k + 1)
             lo = min(a[:, j].min(), b[:, j].min())
@@ -201,7 +280,7 @@ def plot_correlation_matrices(
     ca, cb = weighted_correlation(a, weights), weighted_correlation(b, weights)
     d = a.shape[1]
     with _style():
-        fig = Figure(figsize=(24, 7))
+        fig = _figure(24, 7.5)
         panels = [("clean", ca, -1, 1), ("adversarial", cb, -1, 1)]
         diff = cb - ca
         m = float(np.nanmax(np.abs(diff))) if np.isfinite(diff).any() else 1.0
@@ -232,7 +311,7 @@ def plot_attack_history(history: Sequence[Mapping[str, Any]], path: str | os.Pat
     col = {key: np.array([float(r[key]) for r in history]) for key in _HISTORY_KEYS}
     it = col["iteration"]
     with _style():
-        fig = Figure(figsize=(21, 6))
+        fig = _figure(21, 6)
         ax = fig.add_subplot(1, 3, 1)
         ax.plot(it, col["fooling_ratio"], "o-", color="k")
         ax.set_ylabel("fooling ratio")
@@ -246,6 +325,7 @@ def plot_attack_history(history: Sequence[Mapping[str, Any]], path: str | os.Pat
         ax.set_ylabel(r"$\Delta$FN")
         for a in fig.axes:
             a.set_xlabel("iteration")
+            a.ticklabel_format(axis="y", useOffset=False)  # no "1e-6+4.999e-2" offsets
         return _save(fig, path)
 
 
@@ -269,8 +349,8 @@ def plot_detector_efficiency(
         raise InputError("thresholds, efficiencies and errors must be 1-D arrays of one length")
     t, em, sm, ed, sd = arrs
     with _style():
-        fig = Figure(figsize=(8, 8))
-        gs = fig.add_gridspec(2, 1, height_ratios=(3, 1), hspace=0.05)
+        fig = _figure(8, 8)
+        gs = fig.add_gridspec(2, 1, height_ratios=(3, 1))
         ax = fig.add_subplot(gs[0])
         rax = fig.add_subplot(gs[1], sharex=ax)
         for e, s, c, lab in ((em, sm, "tab:red", label_mc), (ed, sd, "tab:blue", label_data)):

@@ -1,8 +1,11 @@
 """Uncertainty tables: one row per region x process x variation.
 
 Each row holds the nominal tagged yield (events with score >= working point), the
-tagged yield with the varied features, the band ``nominal * (1 +- FR)``, the fooling
-ratio and the detector-corrected fooling ratio with their binomial uncertainties, the
+tagged yield with the varied features, the band ``nominal * (1 +- FR_tagged)`` -- with
+``FR_tagged`` the fooling ratio of the *tagged* events of that region and process (the
+weighted fraction of them whose predicted class flips), not of all its events -- the
+fooling ratio of all events of the region (paper eq. 5, the number the verdict uses)
+and the detector-corrected fooling ratio with their binomial uncertainties, the
 detector's clean-event efficiency on simulation and on data at the detector threshold,
 and a verdict against the physics-systematics budget.
 
@@ -41,7 +44,13 @@ import numpy as np
 
 from advsyst._io import atomic_write_json, atomic_write_text, provenance
 from advsyst.errors import ConfigError, InputError
-from advsyst.systematics.bands import DetectorEfficiency, fooling_ratio, tagged_yield
+from advsyst.systematics.bands import (
+    DetectorEfficiency,
+    band_limits,
+    fooling_ratio,
+    tagged_fooling_ratio,
+    tagged_yield,
+)
 from advsyst.systematics.histograms import VariationOutcome
 
 __all__ = [
@@ -72,6 +81,8 @@ class TableRow:
     nominal_yield: float
     nominal_yield_err: float
     varied_yield: float
+    band_fooling_ratio: float
+    band_fooling_ratio_err: float
     band_up: float
     band_down: float
     fooling_ratio: float
@@ -172,6 +183,10 @@ def build_uncertainty_table(
             fr, corr = fooling_ratio(o.nominal_pred, o.up_pred, o.weights, m, o.detected)
             nom, nom_err = tagged_yield(o.nominal_score, working_point, o.weights, m)
             varied, _ = tagged_yield(o.up_score, working_point, o.weights, m)
+            frt, _ = tagged_fooling_ratio(
+                o.nominal_score, o.nominal_pred, o.up_pred, working_point, o.weights, m
+            )
+            band_up, band_down = band_limits(nom, frt.value)
             consistent = det.consistent(max_abs_pull) if det is not None else None
             corr_value = None if corr is None else corr.value
             text, extra, used = verdict(fr.value, corr_value, b, consistent)
@@ -184,8 +199,10 @@ def build_uncertainty_table(
                     nominal_yield=nom,
                     nominal_yield_err=nom_err,
                     varied_yield=varied,
-                    band_up=nom * (1.0 + fr.value),
-                    band_down=nom * (1.0 - fr.value),
+                    band_fooling_ratio=frt.value,
+                    band_fooling_ratio_err=frt.error,
+                    band_up=band_up,
+                    band_down=band_down,
                     fooling_ratio=fr.value,
                     fooling_ratio_err=fr.error,
                     corrected_fooling_ratio=_NAN if corr is None else corr.value,
@@ -262,6 +279,7 @@ class UncertaintyTable:
             "variation",
             "tagged yield",
             "varied yield",
+            "band (FR of tagged)",
             "FR",
             "corrected FR",
             "det. eff. sim",
@@ -279,6 +297,8 @@ class UncertaintyTable:
                 r.variation,
                 _pm(r.nominal_yield, r.nominal_yield_err),
                 _fmt(r.varied_yield),
+                f"[{_fmt(r.band_down)}, {_fmt(r.band_up)}] "
+                f"({_pm(r.band_fooling_ratio, r.band_fooling_ratio_err)})",
                 _pm(r.fooling_ratio, r.fooling_ratio_err),
                 _pm(r.corrected_fooling_ratio, r.corrected_fooling_ratio_err),
                 _pm(r.detector_eff_mc, r.detector_eff_mc_err),
@@ -291,8 +311,13 @@ class UncertaintyTable:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         lines.append(
-            f"Tagged: score >= {self.working_point:g}. Detector consistent when "
-            f"|pull| < {self.max_abs_pull:g}. Extra uncertainty is relative to the tagged yield."
+            f"Tagged: nominal score >= {self.working_point:g}. Band: tagged yield x "
+            "(1 ± FR of tagged), where FR of tagged is the fooling ratio of the tagged jets of "
+            "that region and process (the weighted fraction of them whose predicted class "
+            "flips), not of all its jets. FR: fooling ratio of all jets of the region and "
+            "process; the verdict compares it (or the corrected FR) with the budget. "
+            f"Detector consistent when |pull| < {self.max_abs_pull:g}. "
+            "Extra uncertainty is relative to the tagged yield."
         )
         text = "\n".join(lines) + "\n"
         if path is not None:

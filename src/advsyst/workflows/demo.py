@@ -11,7 +11,9 @@
    simulation and on pseudo-data.
 7. Pass 2: fill ``hist`` objects with the nominal and every registered variation
    (conservattack, conservattack_detected, fgsm, ngm, noise, shift) per process and region.
-8. Bands, the uncertainty table, ROOT histograms, a pyhf workspace, plots, ``report.md``.
+8. Bands, the uncertainty table, the fit inputs (ROOT templates and ``cabinetry.yml``,
+   usable from the output folder as it is), the pyhf workspace built from them by
+   cabinetry and a cabinetry fit, plots, ``report.md``.
 """
 
 from __future__ import annotations
@@ -311,22 +313,24 @@ def run_demo(out: str | os.PathLike[str], cfg: DemoConfig | None = None) -> dict
         for p, ov in outcomes.items()
     }
 
-    steps("uncertainty table, ROOT histograms, pyhf workspace")
+    steps("uncertainty table, fit inputs, workspace and fit through cabinetry")
     table = S.build_uncertainty_table(
         outcomes, budget=cfg.physics_budget, working_point=cfg.working_point, detector=deff
     )
     table.to_markdown(out / "uncertainty_table.md")
     table.to_csv(out / "uncertainty_table.csv")
     table.to_json(out / "uncertainty_table.json", seed=cfg.seed, config=cfg.to_dict())
-    hist_names = S.write_root_histograms(out / "histograms.root", h)
-    ws = S.build_pyhf_workspace(
+    # the demo has no collision data normalised like the simulation: the observation is
+    # the Asimov data set ({region}_asimov_nominal in histograms.root)
+    fit_inputs = S.write_fit_inputs(
+        out,
         h,
         signal_process="ttbar",
-        data="asimov",
         systematics=["conservattack", "conservattack_detected"],
     )
+    hist_names = fit_inputs.histograms
+    ws, fit = _workspace_and_fit(fit_inputs, h)
     S.write_workspace(out / "workspace.json", ws)
-    fit = _fit_workspace(ws)
 
     steps("plots")
     jsd = np.asarray(attack.metrics["jsd"])
@@ -393,18 +397,55 @@ def run_demo(out: str | os.PathLike[str], cfg: DemoConfig | None = None) -> dict
     return summary
 
 
-def _fit_workspace(ws: dict[str, Any]) -> dict[str, Any]:
-    import pyhf
+def _workspace_and_fit(fit_inputs: Any, h: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The workspace built by cabinetry from ``cabinetry.yml`` and cabinetry's fit of it;
+    without cabinetry (not installed: it is in the ``analysis`` extra) the same model
+    built directly and fitted with pyhf."""
+    import advsyst.systematics as S
 
-    w = pyhf.Workspace(ws)
-    model = w.model()
-    data = w.data(model)
-    bestfit, twice_nll = pyhf.infer.mle.fit(data, model, return_fitted_val=True)
-    return {
+    try:
+        import cabinetry
+    except ImportError:
+        cabinetry = None
+    if cabinetry is None:
+        import pyhf
+
+        log.warning("cabinetry is not installed: building the workspace directly with pyhf")
+        ws = S.build_pyhf_workspace(
+            h,
+            signal_process="ttbar",
+            data="asimov",
+            systematics=["conservattack", "conservattack_detected"],
+            empty_bins="keep",
+        )
+        model = pyhf.Workspace(ws).model()
+        data = pyhf.Workspace(ws).data(model)
+        bestfit, twice_nll = pyhf.infer.mle.fit(data, model, return_fitted_val=True)
+        pars = model.config.par_names
+        unc = [float("nan")] * len(pars)
+        builder = "advsyst.systematics.build_pyhf_workspace (cabinetry not installed)"
+    else:
+        quiet = logging.getLogger("cabinetry")  # its per-parameter fit printout, at INFO
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)
+        try:
+            ws = S.build_workspace(fit_inputs.config_file)
+            model, data = cabinetry.model_utils.model_and_data(ws)
+            res = cabinetry.fit.fit(model, data)
+        finally:
+            quiet.setLevel(level)
+        pars, bestfit, unc = list(res.labels), res.bestfit, res.uncertainty
+        twice_nll = res.best_twice_nll
+        builder = "cabinetry.templates.collect + cabinetry.workspace.build, cabinetry.fit.fit"
+    ipoi = model.config.poi_index
+    return ws, {
         "poi": model.config.poi_name,
-        "poi_bestfit": float(bestfit[model.config.poi_index]),
+        "poi_bestfit": float(bestfit[ipoi]),
+        "poi_uncertainty": float(unc[ipoi]),
         "twice_nll": float(twice_nll),
-        "parameters": model.config.par_order,
+        "parameters": list(pars),
+        "builder": builder,
+        "config": fit_inputs.config_file.name,
     }
 
 
@@ -461,17 +502,28 @@ def _report(s: dict[str, Any], cfg: DemoConfig, table_md: str, names: list[str])
         f"Tagged yield = weighted jets with score ≥ {cfg.working_point}. Fooling ratio (FR) = "
         "weighted fraction of jets whose class flips; corrected FR counts only flips the detector "
         "does not flag. The verdict compares them with the physics-systematic budget "
-        f"({cfg.physics_budget}) as documented in `advsyst.systematics.tables`.",
+        f"({cfg.physics_budget}) as documented in `advsyst.systematics.tables`. The band is "
+        "the tagged yield × (1 ± FR of the tagged jets of that region and process).",
         "",
         table_md,
         "",
         "## Fit",
-        f"- pyhf maximum-likelihood fit of `workspace.json` to Asimov data: "
-        f"{s['fit']['poi']} = {s['fit']['poi_bestfit']:.4f} (expected 1).",
+        f"- Maximum-likelihood fit of `workspace.json` (built by: {s['fit']['builder']}) to "
+        f"Asimov data: {s['fit']['poi']} = {s['fit']['poi_bestfit']:.4f} ± "
+        f"{s['fit']['poi_uncertainty']:.4f} (expected 1).",
+        '- Reproduce it from this folder: `python -c "import cabinetry; '
+        "cabinetry.templates.collect(cabinetry.configuration.load('cabinetry.yml'))\"`, "
+        "then `cabinetry workspace cabinetry.yml ws.json` and `cabinetry fit ws.json`.",
         "",
         "## Outputs",
-        "- `histograms.root`: templates `{region}_{process}_{variation}` (cabinetry naming).",
-        "- `workspace.json`: pyhf workspace with the adversarial systematics as histosys/normsys.",
+        "- `histograms.root`: templates `{region}_{process}_{variation}`; a variation "
+        "without down features has its `Down` template mirrored bin by bin around the "
+        "nominal (cabinetry's `Symmetrize` convention, floored at 0); the observation is "
+        "`{region}_asimov_nominal`.",
+        "- `cabinetry.yml`: cabinetry configuration for these templates (relative paths: "
+        "run cabinetry from this folder).",
+        "- `workspace.json`: the pyhf workspace cabinetry builds from it, the adversarial "
+        "systematics as normsys + histosys.",
         "- `uncertainty_table.{md,csv,json}`, `plots/*.png`, `tagger.pt`, `detector.pt`, "
         "`attack_result.npz`.",
         "",
@@ -518,7 +570,7 @@ def run(args: argparse.Namespace) -> int:
         f"{s['attack']['fooling_ratio']:.3f}, detector AUROC {s['detector']['auroc']:.3f}"
     )
     print(
-        f"outputs in {out.resolve()}: report.md, histograms.root, workspace.json, "
+        f"outputs in {out.resolve()}: report.md, histograms.root, cabinetry.yml, workspace.json, "
         "uncertainty_table.{md,csv,json}, plots/"
     )
     return 0
