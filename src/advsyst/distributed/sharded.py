@@ -38,7 +38,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +87,9 @@ def _nbytes(obj: Any) -> int:
 class _Coordinator:
     """The client-side driver: shards, state, move log, checkpoints and recovery."""
 
-    def __init__(self, client, sources, model, cfg, checkpoint_dir, resume, max_rebuilds):
+    def __init__(self, client, sources, model, cfg, checkpoint_dir, resume, max_rebuilds, callback):
         self.client = client
+        self.callback = callback
         self.sources = sources
         self.cfg = cfg
         self.S = len(sources)
@@ -179,7 +180,9 @@ class _Coordinator:
             )
         self._futs = dict(enumerate(futs))
         self.actors = [f.result() for f in futs]
-        return [a.info().result() for a in self.actors]
+        infos = [a.info().result() for a in self.actors]
+        self.pids = [inf["pid"] for inf in infos]
+        return infos
 
     def call(self, method: str, args: Sequence[tuple] | None = None) -> list[Any]:
         """Call ``method`` on every shard (``args[s]`` its arguments), in parallel; a shard
@@ -207,6 +210,10 @@ class _Coordinator:
         return a
 
     # ------------------------------------------------------------------ recovery
+    def shard_info(self) -> list[dict[str, Any]]:
+        """Worker address and process id of every shard."""
+        return [{"worker": w, "pid": p} for w, p in zip(self.where, self.pids)]
+
     def shard_log(self, s: int) -> tuple:
         chunks = self.log[s]
         if not chunks:
@@ -249,6 +256,7 @@ class _Coordinator:
     def _rebuild(self, s: int) -> None:
         a = self.actors[s]
         info = a.info().result()
+        self.pids[s] = info["pid"]
         if info["fingerprint"] != self.fingerprints[s]:
             raise ShardLostError(
                 f"shard {s} cannot be rebuilt: its source {self.sources[s].describe()} now "
@@ -473,6 +481,10 @@ class _Coordinator:
             self.timing["moves"] = self.timing.get("moves", 0) + len(t)
             self.write_segment(it, moves)
             self.write_state(it, r + 1, {"undone": undone})
+            if self.callback is not None:
+                self.callback(
+                    {"iteration": it, "round": r, "n_rounds": n_rounds, "shards": self.shard_info()}
+                )
         return pending, undone
 
     def iterate(self, start: dict[str, Any] | None) -> None:
@@ -564,9 +576,12 @@ def _sources(X_or_shards, y, weights, attack_mask, constraint_mask, n_shards):
             "attack_mask": attack_mask,
             "constraint_mask": constraint_mask,
         }
+        label = {"y": "labels y", "w": "weights"}
         for k, v in extra.items():
-            if v is not None and len(np.asarray(v)) != n:
-                raise InputError(f"{k} has {len(np.asarray(v))} entries but X has {n} rows")
+            if v is not None and np.shape(v)[:1] != (n,):
+                raise InputError(
+                    f"{label.get(k, k)} has {len(np.atleast_1d(v))} entries but X has {n} rows"
+                )
         srcs = [
             ShardSource(arrays={"X": X[s::S], **{k: (None if v is None else np.asarray(v)[s::S])
                                                  for k, v in extra.items()}})
@@ -601,6 +616,7 @@ def sharded_attack(
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
     max_rebuilds: int = 3,
+    callback: Callable[[dict[str, Any]], None] | None = None,
     **overrides: Any,
 ) -> AttackResult:
     """CONSERVAttack with the events sharded over the workers of ``client``.
@@ -630,6 +646,9 @@ def sharded_attack(
         raises :class:`CheckpointMismatch` naming what differs.
     max_rebuilds
         How often one call may rebuild a shard whose worker died before giving up.
+    callback
+        Called after every round (once its checkpoint is written) with ``{"iteration",
+        "round", "n_rounds", "shards": [{"worker", "pid"}, ...]}``, e.g. for monitoring.
 
     Returns
     -------
@@ -649,7 +668,7 @@ def sharded_attack(
     if not isinstance(n_shards, int) or n_shards < 1:
         raise InputError(f"n_shards must be a positive integer, got {n_shards!r}")
     sources, layout = _sources(X_or_shards, y, weights, attack_mask, constraint_mask, n_shards)
-    co = _Coordinator(client, sources, model, cfg, checkpoint_dir, resume, max_rebuilds)
+    co = _Coordinator(client, sources, model, cfg, checkpoint_dir, resume, max_rebuilds, callback)
     co.history, co.best_fr, co.best_it, co.it = [], 0.0, 0, 1
     infos = co.start_shards()
     co.setup(infos, list(feature_names) if feature_names is not None else None)
