@@ -211,3 +211,31 @@ def test_bad_input_and_unsupported_config(toy, client):
         sharded_attack(client, X, model, weights=np.ones(3), config=CFG)
     with pytest.raises(InputError, match="constraint set has 0 events"):
         sharded_attack(client, X, model, constraint_mask=np.zeros(len(X), bool), config=CFG)
+
+
+def test_lost_worker_in_process_is_rebuilt(toy):
+    """A worker closed mid-attack (in-process cluster; the killed-process version is in
+    test_sharded_processes.py): its shard is rebuilt on the other worker from the log."""
+    X, model = toy
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        closed = []
+
+        def close_worker(ev):
+            if not closed and ev["iteration"] == 2 and ev["round"] == 3:
+                addr = ev["shards"][1]["worker"]
+                w = next(w for w in cluster.workers.values() if w.address == addr)
+                cluster.sync(w.close)
+                closed.append(addr)
+
+        res = sharded_attack(c, X, model, config=CFG, callback=close_worker)
+    assert closed
+    rb = res.provenance["sharded"]["rebuilds"]
+    assert [(r["shard"], r["lost_worker"]) for r in rb] == [(1, closed[0])]
+    assert res.provenance["sharded"]["workers"][0] == res.provenance["sharded"]["workers"][1]
+    loc = ConservAttack(CFG).run(X, model)
+    np.testing.assert_array_equal(res.X_adv, loc.X_adv)

@@ -69,9 +69,15 @@ class CheckpointMismatch(ConfigError):
 
 
 def _worker_lost(exc: BaseException) -> bool:
+    """Does ``exc`` say that the worker holding an actor is gone?"""
     from distributed.comm.core import CommClosedError
 
-    return isinstance(exc, OSError | CommClosedError) and not isinstance(exc, ShardLostError)
+    if isinstance(exc, ShardLostError):
+        return False
+    if isinstance(exc, OSError | CommClosedError):
+        return True
+    # distributed.Actor.__getattr__ once the scheduler has removed the worker
+    return isinstance(exc, ValueError) and "Worker holding Actor was lost" in str(exc)
 
 
 def _nbytes(obj: Any) -> int:
@@ -188,18 +194,32 @@ class _Coordinator:
         """Call ``method`` on every shard (``args[s]`` its arguments), in parallel; a shard
         whose worker is lost is rebuilt and the call repeated on it."""
         args = args if args is not None else [()] * self.S
-        futs = [getattr(self.actors[s], method)(*args[s]) for s in range(self.S)]
+        futs: list[Any] = []
+        for s in range(self.S):
+            try:
+                futs.append(getattr(self.actors[s], method)(*args[s]))
+            except Exception as exc:  # the scheduler already knows the worker is gone
+                if not _worker_lost(exc):
+                    raise
+                futs.append(exc)
         out: list[Any] = [None] * self.S
         for s, f in enumerate(futs):
             for attempt in range(self.max_rebuilds + 1):
                 try:
+                    if isinstance(f, BaseException):
+                        raise f
                     out[s] = f.result()
                     break
                 except Exception as exc:
                     if not _worker_lost(exc) or attempt == self.max_rebuilds:
                         raise
                     self.recover(s, exc)
-                    f = getattr(self.actors[s], method)(*self._fix_args(method, s, args[s]))
+                    try:
+                        f = getattr(self.actors[s], method)(*self._fix_args(method, s, args[s]))
+                    except Exception as exc2:
+                        if not _worker_lost(exc2):
+                            raise
+                        f = exc2
         return out
 
     def _fix_args(self, method: str, s: int, a: tuple) -> tuple:
