@@ -115,7 +115,10 @@ class _Coordinator:
         # the move log, per shard: lists of (iteration, row, feature, value) chunks
         self.log: list[list[tuple]] = [[] for _ in range(self.S)]
         self.n_segments = 0
-        self.timing = {"score": 0.0, "transfer": 0.0, "apply": 0.0, "rounds": 0, "bytes": 0}
+        # seconds per phase (score: the slowest shard's scoring; transfer: the rest of the
+        # round trip; apply: merge + commit + log; commit: apply_block alone), bytes, moves
+        self.timing = dict.fromkeys(("score", "transfer", "apply", "commit"), 0.0)
+        self.timing.update(rounds=0, moves=0, proposals=0, bytes_to_workers=0, bytes_from_workers=0)
 
     # ------------------------------------------------------------------ actors
     def _device(self) -> str:
@@ -470,7 +473,8 @@ class _Coordinator:
             t0 = time.perf_counter()
             props = self.call("step", args)
             t1 = time.perf_counter()
-            self.timing["bytes"] += _nbytes(args) + _nbytes(props)
+            self.timing["bytes_to_workers"] += _nbytes(args)
+            self.timing["bytes_from_workers"] += _nbytes(props)
             t_score = max(p.pop("seconds", 0.0) for p in props)
             self.timing["score"] += t_score
             # the proposals in the global order of the block
@@ -482,10 +486,13 @@ class _Coordinator:
             src = src[o]
             before = cat["x"].copy()
             Xb = cat["x"]
+            self.timing["proposals"] += int((cat["status"] != 0).sum())
+            tc = time.perf_counter()
             undone += G.commit(
                 Xb, cat["w"], cat["cons"], cat["sign"], cat["deltas"], cat["status"],
                 cand, self.state.kernel_args(), budget,
             )  # fmt: skip
+            self.timing["commit"] += time.perf_counter() - tc
             t, j = np.nonzero(Xb != before)
             moves = []
             for s in range(self.S):
@@ -498,7 +505,7 @@ class _Coordinator:
             self.timing["transfer"] += (t1 - t0) - t_score
             self.timing["apply"] += t2 - t1
             self.timing["rounds"] += 1
-            self.timing["moves"] = self.timing.get("moves", 0) + len(t)
+            self.timing["moves"] += len(t)
             self.write_segment(it, moves)
             self.write_state(it, r + 1, {"undone": undone})
             if self.callback is not None:
