@@ -18,6 +18,7 @@ from advsyst.distributed import (  # noqa: E402
     ShardSource,
     sharded_attack,
 )
+from advsyst.distributed import gpu_workers as distributed_gpu_workers  # noqa: E402
 
 CFG = {
     "min_change": 0.01,
@@ -239,3 +240,21 @@ def test_lost_worker_in_process_is_rebuilt(toy):
     assert res.provenance["sharded"]["workers"][0] == res.provenance["sharded"]["workers"][1]
     loc = ConservAttack(CFG).run(X, model)
     np.testing.assert_array_equal(res.X_adv, loc.X_adv)
+
+
+def test_gpu_resource_workers_hold_the_shards(toy):
+    """Workers advertising GPU=1 get the shards (and CUDA when they have it: not here)."""
+    X, model = toy
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None,
+            resources={"GPU": 1},
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):  # fmt: skip
+        res = sharded_attack(c, X, model, config=CFG)
+        gpu = set(distributed_gpu_workers(c))
+    sh = res.provenance["sharded"]
+    assert sh["n_shards"] == 2 and set(sh["workers"]) == gpu and len(gpu) == 2
+    assert sh["devices"] == ["cpu", "cpu"]  # "auto" on a worker without CUDA
+    np.testing.assert_array_equal(res.X_adv, ConservAttack(CFG).run(X, model).X_adv)

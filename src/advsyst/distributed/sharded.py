@@ -51,7 +51,7 @@ from advsyst.attacks.conservattack import MIN_CONSTRAINT_EVENTS
 from advsyst.attacks.model import ModelAdapter
 from advsyst.attacks.result import AttackResult
 from advsyst.distributed import _engine_glue as G
-from advsyst.distributed.attack import gpu_workers, serialize_model
+from advsyst.distributed.attack import _accepts_n_workers, gpu_workers, serialize_model
 from advsyst.distributed.shards import ShardActor, ShardLostError, ShardSource
 from advsyst.errors import ConfigError, InputError
 
@@ -106,7 +106,7 @@ class _Coordinator:
         self.rebuilds: list[dict[str, Any]] = []
         gpus = gpu_workers(client)
         self.want_gpu = bool(gpus)
-        self.pool = gpus or list(client.scheduler_info()["workers"])
+        self.pool = gpus or self._live()
         if not self.pool:
             raise InputError("the dask cluster has no workers")
         self.actors: list[Any] = [None] * self.S
@@ -126,29 +126,20 @@ class _Coordinator:
             return "auto"  # CUDA when the GPU worker has it, else its CPU
         return self.cfg.device
 
-    def _spawn(self, s: int, exclude: str | None = None):
-        workers = list(self.client.scheduler_info()["workers"])
+    def _live(self) -> list[str]:
+        """Addresses of the workers that may hold shards (GPU ones when any advertise)."""
         if self.want_gpu:
-            workers = [w for w in gpu_workers(self.client)]
-        cands = [w for w in workers if w != exclude]
-        t0 = time.time()
-        while not cands and time.time() - t0 < 60:
-            time.sleep(0.5)
-            cands = [
-                w
-                for w in (
-                    gpu_workers(self.client)
-                    if self.want_gpu
-                    else self.client.scheduler_info()["workers"]
-                )
-                if w != exclude
-            ]
-        if not cands:
-            raise ShardLostError(f"no live worker left to hold shard {s}")
-        load = {w: sum(1 for x in self.where if x == w) for w in cands}
-        addr = min(cands, key=lambda w: (load[w], cands.index(w)))
+            return gpu_workers(self.client)
+        info = (
+            self.client.scheduler_info(n_workers=-1)
+            if _accepts_n_workers(self.client)
+            else self.client.scheduler_info()
+        )
+        return list(info["workers"])
+
+    def _submit(self, s: int, addr: str) -> Any:
         kw: dict[str, Any] = {"resources": {"GPU": 1}} if self.want_gpu else {}
-        fut = self.client.submit(
+        return self.client.submit(
             ShardActor,
             s,
             self.S,
@@ -161,34 +152,27 @@ class _Coordinator:
             pure=False,
             **kw,
         )
+
+    def _spawn(self, s: int, exclude: str | None = None) -> None:
+        """A fresh actor for shard ``s`` on the live worker holding the fewest shards."""
+        t0 = time.time()
+        cands = [w for w in self._live() if w != exclude]
+        while not cands and time.time() - t0 < 60:  # a nanny may be restarting it
+            time.sleep(0.5)
+            cands = [w for w in self._live() if w != exclude]
+        if not cands:
+            raise ShardLostError(f"no live worker left to hold shard {s}")
+        addr = min(cands, key=lambda w: (self.where.count(w), cands.index(w)))
+        fut = self._submit(s, addr)
         self.actors[s] = fut.result()
-        self._futs = getattr(self, "_futs", {})
         self._futs[s] = fut
         self.where[s] = addr
         self.need_consts[s] = True
 
     def start_shards(self) -> list[dict[str, Any]]:
         self.where = [self.pool[s % len(self.pool)] for s in range(self.S)]
-        futs = []
-        kw: dict[str, Any] = {"resources": {"GPU": 1}} if self.want_gpu else {}
-        for s in range(self.S):
-            futs.append(
-                self.client.submit(
-                    ShardActor,
-                    s,
-                    self.S,
-                    self.sources[s],
-                    self.payload,
-                    self.cfg.to_dict(),
-                    self._device(),
-                    actor=True,
-                    workers=[self.where[s]],
-                    pure=False,
-                    **kw,
-                )
-            )
-        self._futs = dict(enumerate(futs))
-        self.actors = [f.result() for f in futs]
+        self._futs = {s: self._submit(s, self.where[s]) for s in range(self.S)}
+        self.actors = [self._futs[s].result() for s in range(self.S)]
         infos = [a.info().result() for a in self.actors]
         self.pids = [inf["pid"] for inf in infos]
         return infos
@@ -211,7 +195,7 @@ class _Coordinator:
                 try:
                     if isinstance(f, BaseException):
                         raise f
-                    out[s] = f.result()
+                    out[s] = self._wait(s, f)
                     break
                 except Exception as exc:
                     if not _worker_lost(exc) or attempt == self.max_rebuilds:
@@ -224,6 +208,18 @@ class _Coordinator:
                             raise
                         f = exc2
         return out
+
+    def _wait(self, s: int, f: Any, poll: float = 2.0) -> Any:
+        """``f.result()``, noticing a worker that leaves the cluster while the call is in
+        flight (its answer would never come)."""
+        while True:
+            try:
+                return f.result(timeout=poll)
+            except TimeoutError:
+                if self.where[s] not in self._live():
+                    raise OSError(
+                        f"worker {self.where[s]} holding shard {s} left the cluster"
+                    ) from None
 
     def _fix_args(self, method: str, s: int, a: tuple) -> tuple:
         # a rebuilt shard lost the constants the first ``step`` sent
@@ -541,9 +537,10 @@ class _Coordinator:
             pending, undone = self.run_rounds(it, shard, pos, r0 if it == it0 else 0,
                                               undone0 if it == it0 else 0)  # fmt: skip
             ends = self.call("end_iteration", [(m,) for m in pending])
-            H = G._total([e["sums"][0] for e in ends])
-            mean = G._total([e["sums"][2] for e in ends]) / self.state.W
-            self.state.resync(H, mean, lambda m: self.call("cov", [(m,)] * self.S))
+            if n_events:  # as the fast path: no events, no resync
+                H = G._total([e["sums"][0] for e in ends])
+                mean = G._total([e["sums"][2] for e in ends]) / self.state.W
+                self.state.resync(H, mean, lambda m: self.call("cov", [(m,)] * self.S))
             att = sum(e["fooling"][0] for e in ends)
             fr = float(sum(e["fooling"][1] for e in ends) / att) if att > 0 else 0.0
             jsd = self.state.jsd()
@@ -691,7 +688,12 @@ def sharded_attack(
     if resume and checkpoint_dir is None:
         raise InputError("resume=True needs checkpoint_dir")
     if n_shards is None:
-        n_shards = max(1, len(gpu_workers(client) or client.scheduler_info()["workers"]))
+        info = (
+            client.scheduler_info(n_workers=-1)
+            if _accepts_n_workers(client)
+            else client.scheduler_info()
+        )
+        n_shards = max(1, len(gpu_workers(client) or info["workers"]))
     if not isinstance(n_shards, int) or n_shards < 1:
         raise InputError(f"n_shards must be a positive integer, got {n_shards!r}")
     sources, layout = _sources(X_or_shards, y, weights, attack_mask, constraint_mask, n_shards)

@@ -102,12 +102,13 @@ class ShardActor:
         config: dict[str, Any],
         device: str = "cpu",
     ):
+        from advsyst.attacks.model import resolve_device
         from advsyst.distributed.attack import deserialize_model
 
         self.shard_id, self.n_shards, self.source = shard_id, n_shards, source
         self.cfg = ConservAttackConfig.from_dict(config)
-        self.device = device
-        self.model = deserialize_model(payload, device)
+        self.device = str(resolve_device(device))  # "auto": CUDA when this worker has it
+        self.model = deserialize_model(payload, self.device)
         self._load()
 
     # ------------------------------------------------------------------ data
