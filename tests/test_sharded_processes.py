@@ -75,3 +75,63 @@ def test_shard_that_cannot_be_rebuilt_is_a_clear_error(client, tmp_path):
     cb, _ = _killer(1, 1, before=lambda: paths[0].unlink())
     with pytest.raises(ShardLostError, match=r"a\.npz' does not exist"):
         sharded_attack(client, [str(p) for p in paths], model, config=CFG, callback=cb)
+
+
+_CHILD = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import distributed
+from test_sharded import CFG, _toy
+from advsyst.distributed import sharded_attack
+X, model = _toy()
+with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                              dashboard_address=None) as c, distributed.Client(c) as cl:
+    sharded_attack(cl, X, model, config=CFG, checkpoint_dir={ck!r},
+                   callback=lambda ev: time.sleep(0.3))
+"""
+
+
+def test_resume_after_the_whole_run_is_killed(tmp_path):
+    """SIGKILL the process running the attack mid-way, resume from its checkpoint: the
+    same X_adv, bit for bit, as an uninterrupted run."""
+    import json
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    ck = tmp_path / "ck"
+    code = _CHILD.format(tests=str(Path(__file__).parent), ck=str(ck))
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 240:
+            if (ck / "state.npz").exists():
+                with np.load(ck / "state.npz") as z:
+                    meta = json.loads(str(z["meta"]))
+                if meta["it"] >= 2 and meta["next_round"] >= 2:
+                    break
+            assert child.poll() is None, "the attack finished before it could be killed"
+            time.sleep(0.1)
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    X, model = _toy()
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        res = sharded_attack(c, X, model, config=CFG, checkpoint_dir=ck, resume=True)
+        full = sharded_attack(c, X, model, config=CFG)
+    assert res.provenance["sharded"]["resumed"]
+    # continued where it was killed: only the remaining rounds were run
+    assert 0 < res.provenance["sharded"]["timing"]["rounds"]
+    assert res.provenance["sharded"]["timing"]["rounds"] <= full.provenance["sharded"]["timing"][
+        "rounds"
+    ] - (meta["next_round"] + 1)
+    assert res.history[0]["iteration"] == 1 and len(res.history) == CFG["n_iterations"]
+    np.testing.assert_array_equal(res.X_adv, ConservAttack(CFG).run(X, model).X_adv)
