@@ -36,10 +36,11 @@ from advsyst.attacks import _kernels as K
 from advsyst.attacks.config import ConservAttackConfig
 from advsyst.attacks.conservattack import ConservAttack, _bool_mask, _index_list
 from advsyst.attacks.model import ModelAdapter, as_adapter
-from advsyst.errors import InputError
+from advsyst.errors import ConfigError, InputError
 from advsyst.stats import FeatureBinning, check_finite, js_term
 
 __all__ = [
+    "UnsupportedBySharding",
     "check_supported",
     "make_adapter",
     "validate_shard",
@@ -56,8 +57,14 @@ __all__ = [
 ]
 
 
+class UnsupportedBySharding(ConfigError, NotImplementedError):
+    """A configuration the sharded attack cannot run (yet); a :class:`ConfigError` so that
+    the command line reports it like any bad configuration."""
+
+
 def check_supported(cfg: ConservAttackConfig) -> None:
-    """Raise :class:`NotImplementedError` for configurations the sharded path cannot run."""
+    """Raise :class:`UnsupportedBySharding` (a ``NotImplementedError``) for configurations
+    the sharded path cannot run."""
     why = []
     if cfg.randomize_step:
         why.append("randomize_step=True (per-event draws are seeded by the event index)")
@@ -68,7 +75,7 @@ def check_supported(cfg: ConservAttackConfig) -> None:
     if cfg.method != "fast":
         why.append("method='exact' (the sequential oracle has no blocks to distribute)")
     if why:
-        raise NotImplementedError(
+        raise UnsupportedBySharding(
             "the sharded attack does not support " + "; ".join(why) + ". Run ConservAttack "
             "on one machine for these settings (see advsyst.distributed._engine_glue)."
         )
@@ -134,8 +141,6 @@ def feature_setup(
     if cfg.bounds is not None:
         b = np.asarray(cfg.bounds, dtype=np.float64)
         if b.shape != (2, d):
-            from advsyst.errors import ConfigError
-
             raise ConfigError(f"bounds must be [[lo x {d}], [hi x {d}]], got shape {b.shape}")
         lo, hi = b
     else:

@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[advsyst %(asctime)s] %(message)s")
     try:
         return run_sharded(args)
-    except (AdvsystError, NotImplementedError) as exc:
+    except AdvsystError as exc:
         print(f"advsyst attack: error: {exc}", file=sys.stderr)
         return 2
 
