@@ -9,8 +9,18 @@ from advsyst.distributed.attack import (
     serialize_model,
     submit_attack,
 )
+from advsyst.distributed.sharded import (
+    CheckpointMismatch,
+    ShardLostError,
+    ShardSource,
+    sharded_attack,
+)
 
 __all__ = [
+    "CheckpointMismatch",
+    "ShardLostError",
+    "ShardSource",
+    "sharded_attack",
     "deserialize_model",
     "gpu_workers",
     "run_attack_task",

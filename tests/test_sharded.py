@@ -1,0 +1,260 @@
+"""The sharded attack on an in-process LocalCluster with 2 workers: equivalence with the
+single-process fast path, global budgets on the union, checkpoint and resume, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from advsyst.attacks import ConservAttack
+from advsyst.errors import ConfigError, InputError
+from advsyst.stats import delta_fn, jsd_per_feature
+
+distributed = pytest.importorskip("distributed")
+
+from advsyst.distributed import (  # noqa: E402
+    CheckpointMismatch,
+    ShardSource,
+    sharded_attack,
+)
+from advsyst.distributed import gpu_workers as distributed_gpu_workers  # noqa: E402
+
+CFG = {
+    "min_change": 0.01,
+    "step": 0.02,
+    "num_bins": 20,
+    "n_iterations": 3,
+    "max_jsd": 0.03,
+    "max_dfn": 0.03,
+    "block_size": 64,
+    "progress": False,
+}
+
+
+def _toy(n=500, d=4, seed=2):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    X[:, 1] += 0.5 * X[:, 0]  # a correlation to protect
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(d, 1), torch.nn.Sigmoid())
+    with torch.no_grad():
+        m[0].weight[:] = torch.tensor([[2.0, -1.0, 0.5, 0.3]])
+        m[0].bias.zero_()
+    return X, torch.jit.script(m.eval())
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return _toy()
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c
+
+
+def _same_history(a, b):
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b):
+        for k in ("iteration", "n_fooled", "events_attacked", "events_moved", "entries_moved",
+                  "undone"):  # fmt: skip
+            assert ra[k] == rb[k], (k, ra, rb)
+        # the state and the weighted fooling ratio are reduced from per-shard sums: equal up
+        # to floating-point reassociation
+        assert ra["fooling_ratio"] == pytest.approx(rb["fooling_ratio"], rel=1e-12)
+        assert ra["dfn"] == pytest.approx(rb["dfn"], rel=1e-9, abs=1e-15)
+        assert ra["jsd_max"] == pytest.approx(rb["jsd_max"], rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"order": "margin", "optimize_already_fooled": True, "budget": "per_change",
+         "use_no_change": False, "max_jsd": 0.05, "max_dfn": 0.01},
+        {"weighted": True, "target": "label", "track_best": False, "units": "range",
+         "min_change": 0.002, "step": 0.004, "integer_features": [3]},
+    ],
+    ids=["default", "margin-per_change", "weighted-masked-label"],
+)  # fmt: skip
+def test_equals_single_process_fast_path(toy, client, extra):
+    """Same seed, blocks and event order: X_adv equal bit for bit to ConservAttack.run."""
+    X, model = toy
+    extra = dict(extra)
+    kw = {}
+    if extra.pop("weighted", False):
+        rng = np.random.default_rng(5)
+        X = X.copy()
+        X[:, 3] = rng.integers(0, 6, size=len(X))
+        kw = {
+            "weights": rng.uniform(0.5, 1.5, len(X)),
+            "attack_mask": rng.random(len(X)) < 0.7,
+            "constraint_mask": rng.random(len(X)) < 0.8,
+            "y": (X[:, 0] > 0).astype(int),
+        }
+    cfg = {**CFG, **extra}
+    res = sharded_attack(client, X, model, config=cfg, **kw)
+    loc = ConservAttack(cfg).run(X, model, **kw)
+    assert res.provenance["sharded"]["n_shards"] == 2
+    assert res.history[0]["events_moved"] > 0
+    np.testing.assert_array_equal(res.X_adv, loc.X_adv)
+    for k in ("fooled", "moved", "pred_clean", "pred_adv", "attack_mask", "constraint_mask"):
+        np.testing.assert_array_equal(getattr(res, k), getattr(loc, k), err_msg=k)
+    assert res.best_iteration == loc.best_iteration
+    _same_history(res.history, loc.history)
+    assert res.metrics["fooling_ratio"] == loc.metrics["fooling_ratio"]
+    if "y" in kw:
+        assert res.metrics["auroc_adv"] == pytest.approx(loc.metrics["auroc_adv"])
+
+
+def test_cumulative_budget_holds_on_the_union(client):
+    """Tight budgets that the sharded run hits: brute-force recomputation on the union."""
+    X, model = _toy(n=800, seed=7)
+    cfg = {**CFG, "max_jsd": 0.01, "max_dfn": 0.004, "n_iterations": 4}
+    res = sharded_attack(client, X, model, config=cfg, n_shards=3)
+    assert res.provenance["sharded"]["n_shards"] == 3
+    jsd = jsd_per_feature(X, res.X_adv, num_bins=20)
+    dfn = delta_fn(X, res.X_adv)
+    assert jsd.max() <= 0.01 + 1e-12
+    assert dfn <= 0.004 + 1e-12
+    assert max(jsd.max() / 0.01, dfn / 0.004) > 0.8  # the budget was actually used
+    assert res.metrics["dfn"] == pytest.approx(dfn, rel=1e-9)
+    # three shards (uneven) are still the fast path with the same blocks
+    loc = ConservAttack(cfg).run(X, model)
+    np.testing.assert_array_equal(res.X_adv, loc.X_adv)
+
+
+def test_file_shards_are_the_concatenation_in_interleaved_order(toy, client, tmp_path):
+    """Shards read from .npz files: rows concatenated, events ordered by local row x S +
+    shard, i.e. the single-process run on the interleaved rows."""
+    X, model = toy
+    parts = [X[:260], X[260:]]
+    paths = []
+    for k, p in enumerate(parts):
+        paths.append(tmp_path / f"shard{k}.npz")
+        np.savez(paths[-1], X=p)
+    res = sharded_attack(client, [str(paths[0]), ShardSource(path=str(paths[1]))], model,
+                         config=CFG)  # fmt: skip
+    # the interleaved permutation: local row k of shard s has key 2k + s
+    keys = np.concatenate([np.arange(260) * 2, np.arange(240) * 2 + 1])
+    perm = np.argsort(keys, kind="stable")
+    loc = ConservAttack(CFG).run(np.concatenate(parts)[perm], model)
+    np.testing.assert_array_equal(res.X_adv[perm], loc.X_adv)
+    assert res.provenance["sharded"]["layout"] == "concat"
+
+
+class _Abort(Exception):
+    pass
+
+
+def test_resume_after_abort_is_bit_for_bit(toy, client, tmp_path):
+    X, model = toy
+    full = sharded_attack(client, X, model, config=CFG)
+    ck = tmp_path / "ck"
+
+    def abort(ev):
+        if ev["iteration"] == 2 and ev["round"] == 2:
+            raise _Abort
+
+    with pytest.raises(_Abort):
+        sharded_attack(client, X, model, config=CFG, checkpoint_dir=ck, callback=abort)
+    assert (ck / "state.npz").exists() and len(list((ck / "log").glob("seg_*.npz"))) > 0
+    seen = []
+    res = sharded_attack(client, X, model, config=CFG, checkpoint_dir=ck, resume=True,
+                         callback=seen.append)  # fmt: skip
+    assert res.provenance["sharded"]["resumed"]
+    assert (seen[0]["iteration"], seen[0]["round"]) == (2, 3)  # continued, not restarted
+    np.testing.assert_array_equal(res.X_adv, full.X_adv)
+    np.testing.assert_array_equal(res.fooled, full.fooled)
+    assert [h["entries_moved"] for h in res.history] == [h["entries_moved"] for h in full.history]
+    assert res.best_iteration == full.best_iteration
+
+
+def test_resume_refuses_other_config_or_data(toy, client, tmp_path):
+    X, model = toy
+    ck = tmp_path / "ck"
+    cfg1 = {**CFG, "n_iterations": 1}
+    sharded_attack(client, X, model, config=cfg1, checkpoint_dir=ck)
+    with pytest.raises(InputError, match="already holds a run"):
+        sharded_attack(client, X, model, config=cfg1, checkpoint_dir=ck)
+    with pytest.raises(CheckpointMismatch, match=r"max_jsd_single_change: 0\.03 .*, 0\.02 now"):
+        sharded_attack(client, X, model, config={**cfg1, "max_jsd": 0.02}, checkpoint_dir=ck,
+                       resume=True)  # fmt: skip
+    X2 = X.copy()
+    X2[7, 0] += 1e-9  # row 7 lives in shard 1
+    with pytest.raises(CheckpointMismatch, match="data of shard 1") as ei:
+        sharded_attack(client, X2, model, config=cfg1, checkpoint_dir=ck, resume=True)
+    assert "shard 0" not in str(ei.value)
+    with pytest.raises(InputError, match="no checkpoint"):
+        sharded_attack(client, X, model, config=cfg1, checkpoint_dir=tmp_path / "x", resume=True)
+
+
+def test_bad_input_and_unsupported_config(toy, client):
+    X, model = toy
+    with pytest.raises(NotImplementedError, match="randomize_step"):
+        sharded_attack(client, X, model, config={**CFG, "randomize_step": True})
+    with pytest.raises(NotImplementedError, match="num_candidates"):
+        sharded_attack(client, X, model, config={**CFG, "num_candidates": 5})
+    with pytest.raises(ConfigError, match="unknown CONSERVAttack config key"):
+        sharded_attack(client, X, model, config={**CFG, "nonsense": 1})
+    Xb = X.copy()
+    Xb[3, 2] = np.nan
+    with pytest.raises(InputError, match="NaN/inf"):
+        sharded_attack(client, Xb, model, config=CFG)
+    with pytest.raises(InputError, match="weights has 3 entries"):
+        sharded_attack(client, X, model, weights=np.ones(3), config=CFG)
+    with pytest.raises(InputError, match="constraint set has 0 events"):
+        sharded_attack(client, X, model, constraint_mask=np.zeros(len(X), bool), config=CFG)
+
+
+def test_lost_worker_in_process_is_rebuilt(toy):
+    """A worker closed mid-attack (in-process cluster; the killed-process version is in
+    test_sharded_processes.py): its shard is rebuilt on the other worker from the log."""
+    X, model = toy
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        closed = []
+
+        def close_worker(ev):
+            if not closed and ev["iteration"] == 2 and ev["round"] == 3:
+                addr = ev["shards"][1]["worker"]
+                w = next(w for w in cluster.workers.values() if w.address == addr)
+                cluster.sync(w.close)
+                closed.append(addr)
+
+        res = sharded_attack(c, X, model, config=CFG, callback=close_worker)
+    assert closed
+    rb = res.provenance["sharded"]["rebuilds"]
+    assert [(r["shard"], r["lost_worker"]) for r in rb] == [(1, closed[0])]
+    assert res.provenance["sharded"]["workers"][0] == res.provenance["sharded"]["workers"][1]
+    loc = ConservAttack(CFG).run(X, model)
+    np.testing.assert_array_equal(res.X_adv, loc.X_adv)
+
+
+def test_gpu_resource_workers_hold_the_shards(toy):
+    """Workers advertising GPU=1 get the shards (and CUDA when they have it: not here)."""
+    X, model = toy
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None,
+            resources={"GPU": 1},
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):  # fmt: skip
+        res = sharded_attack(c, X, model, config=CFG)
+        gpu = set(distributed_gpu_workers(c))
+    sh = res.provenance["sharded"]
+    assert sh["n_shards"] == 2 and set(sh["workers"]) == gpu and len(gpu) == 2
+    assert sh["devices"] == ["cpu", "cpu"]  # "auto" on a worker without CUDA
+    np.testing.assert_array_equal(res.X_adv, ConservAttack(CFG).run(X, model).X_adv)
