@@ -78,8 +78,11 @@ __all__ = [
     "KEY_FIELDS",
     "VariedScores",
     "build_varied_scores",
+    "normalize_weights",
+    "sum_gen_weights",
     "run_pass1",
     "run_pass2",
+    "drop_files",
     "two_pass",
 ]
 
@@ -112,6 +115,12 @@ def _encode(code: np.ndarray, run: Any, lumi: Any, event: Any, jet: Any) -> np.n
     rec["e"] = np.asarray(event).astype(np.uint64)
     rec["j"] = np.asarray(jet).astype(np.uint64)
     return rec.view(f"S{_KEY_DTYPE.itemsize}")
+
+
+def _has(obj: Any, name: str) -> bool:
+    if isinstance(obj, Mapping):
+        return name in obj
+    return name in (getattr(obj, "fields", None) or [])
 
 
 def _fmt_key(ds: Any, run: Any, lumi: Any, event: Any, jet: Any) -> str:
@@ -260,8 +269,48 @@ class VariedScores:
         rows[found] = self._order[pos_c[found]]
         return rows
 
+    def _selection_hint(self, jets: Any, bad: np.ndarray) -> str:
+        """Which pass-1 cut the missing jets fail, and how to loosen it."""
+        sel = dict(self.provenance.get("pass1", {}).get("selection", {}) or {})
+        min_pt, max_eta = sel.get("jet_min_pt"), sel.get("jet_max_abs_eta")
+        coll = sel.get("jet_collection", "jet")
+        if min_pt is None and max_eta is None:
+            who = sel.get("builder")
+            return f" Pass 1's selection ({who or 'unknown'}) must contain pass 2's."
+        text = f" Pass 1 kept {coll} jets with pt > {min_pt:g} GeV and |eta| < {max_eta:g}."
+        if jets is None:
+            return text + (
+                " If pass 2 selects looser (e.g. after a jet-energy-scale shift), loosen "
+                "pass 1's jet_min_pt / jet_max_abs_eta (pass jets= to name the cut)."
+            )
+        found = []
+        pt = _numpy(jets["pt"], np.float64).reshape(-1)[bad] if _has(jets, "pt") else None
+        eta = _numpy(jets["eta"], np.float64).reshape(-1)[bad] if _has(jets, "eta") else None
+        if pt is not None and min_pt is not None and np.any(pt <= min_pt):
+            low = float(pt[pt <= min_pt].min())
+            found.append(
+                f"jet_min_pt: pass 2 selected a jet with pt = {low:.4g} GeV <= pass 1's "
+                f"{min_pt:g}; run pass 1 with jet_min_pt < {low:.4g}"
+            )
+        if eta is not None and max_eta is not None and np.any(np.abs(eta) >= max_eta):
+            high = float(np.abs(eta).max())
+            found.append(
+                f"jet_max_abs_eta: pass 2 selected a jet with |eta| = {high:.4g} >= pass 1's "
+                f"{max_eta:g}; run pass 1 with jet_max_abs_eta > {high:.4g}"
+            )
+        if found:
+            return text + " Loosen " + "; loosen ".join(found) + "."
+        return text + " The missing jets pass both cuts: are the dataset names or files the same?"
+
     def _rows(
-        self, dataset: Any, run: Any, lumi: Any, event: Any, jet_index: Any, missing: str
+        self,
+        dataset: Any,
+        run: Any,
+        lumi: Any,
+        event: Any,
+        jet_index: Any,
+        missing: str,
+        jets: Any = None,
     ) -> np.ndarray:
         if missing not in ("raise", "nan"):
             raise ConfigError(f"missing must be 'raise' or 'nan', got {missing!r}")
@@ -276,7 +325,7 @@ class VariedScores:
                 f"{bad.size} of {len(rows)} jets have no scores; first missing: "
                 f"{_fmt_key(ds, r, lu, e, j)}. Pass 2 must select a subset of pass 1's jets "
                 f"(same dataset names; known datasets: {self.datasets}); "
-                "use missing='nan' to get NaN instead"
+                "use missing='nan' to get NaN instead." + self._selection_hint(jets, bad)
             )
         return rows
 
@@ -289,6 +338,7 @@ class VariedScores:
         jet_index: Any,
         *,
         missing: str = "raise",
+        jets: Any = None,
     ) -> dict[str, np.ndarray]:
         """Scores of the queried jets, ``{systematic: scores}`` (see :meth:`systematics`).
 
@@ -301,8 +351,11 @@ class VariedScores:
         missing
             ``"raise"``: :class:`InputError` naming how many keys are absent and the
             first one; ``"nan"``: NaN scores for absent keys.
+        jets
+            Optional: the queried jets (fields ``pt``, ``eta``, flat), used only to name
+            the pass-1 cut to loosen when keys are absent.
         """
-        rows = self._rows(dataset, run, lumi, event, jet_index, missing)
+        rows = self._rows(dataset, run, lumi, event, jet_index, missing, jets)
         ok = rows >= 0
         safe = np.where(ok, rows, 0)
 
@@ -332,6 +385,7 @@ class VariedScores:
         jet_index: Any,
         *,
         missing: str = "raise",
+        jets: Any = None,
     ) -> dict[str, Any]:
         """:meth:`lookup` for per-event keys and a jagged (events, jets) ``jet_index``.
 
@@ -354,7 +408,12 @@ class VariedScores:
             return np.repeat(_numpy(a), counts)
 
         ds = dataset if isinstance(dataset, str) else per_jet(dataset)
-        values = self.lookup(ds, per_jet(run), per_jet(lumi), per_jet(event), flat, missing=missing)
+        flat_jets = None
+        if jets is not None:
+            flat_jets = {f: ak.flatten(jets[f], axis=1) for f in ("pt", "eta") if _has(jets, f)}
+        values = self.lookup(
+            ds, per_jet(run), per_jet(lumi), per_jet(event), flat, missing=missing, jets=flat_jets
+        )
         return {k: ak.unflatten(v, counts) for k, v in values.items()}
 
     # ------------------------------------------------------------------ I/O
@@ -539,6 +598,13 @@ def build_varied_scores(
         score_range=list(score_range),
         variation_info=json.loads(json.dumps(to_jsonable(infos), default=str)),
     )
+    pass1: dict[str, Any] = {}
+    for key, name in (("pass1_selection", "selection"), ("normalization", "normalization")):
+        if key in features:
+            pass1[name] = json.loads(str(np.asarray(features[key])))
+    if "skipped_files" in features:
+        pass1["skipped_files"] = [str(p) for p in np.asarray(features["skipped_files"])]
+    prov["pass1"] = pass1
     return VariedScores(**keys, nominal=nominal, varied=varied, flags=flags, provenance=prov)
 
 
@@ -566,35 +632,234 @@ def _client(client: Any, workers: int) -> Iterator[Any]:
         yield c
 
 
+def sum_gen_weights(
+    files: Sequence[str], *, uproot_options: Mapping[str, Any] | None = None
+) -> tuple[float, str]:
+    """``(sum of genWeight, source)`` over files, as a normalisation denominator.
+
+    Per file: the ``Runs`` tree's ``genEventSumw`` summed over its runs (``genEventSumw_``
+    in old NanoAOD) where present (source ``"Runs"``), otherwise a pre-pass over the
+    ``Events`` tree's ``genWeight`` (``"pre-pass"``; ``"mixed"`` when the files differ).
+    Negative weights count with their sign.
+
+    Raises
+    ------
+    InputError
+        A file has neither ``Runs/genEventSumw`` nor ``Events/genWeight``.
+    """
+    import uproot
+
+    total, sources = 0.0, set()
+    for path in files:
+        with uproot.open(path, **dict(uproot_options or {})) as f:
+            runs = f["Runs"] if "Runs" in f else None
+            branch = None
+            if runs is not None:
+                branch = next((b for b in ("genEventSumw", "genEventSumw_") if b in runs), None)
+            if branch is not None:
+                total += float(np.sum(runs[branch].array(library="np"), dtype=np.float64))
+                sources.add("Runs")
+                continue
+            if "Events" not in f or "genWeight" not in f["Events"]:
+                raise InputError(
+                    f"{path}: no Runs/genEventSumw and no Events/genWeight to normalise with; "
+                    "give metadata['sumw'] or mark the dataset is_data"
+                )
+            gw = f["Events"]["genWeight"].array(library="np")
+            total += float(np.sum(gw, dtype=np.float64))
+            sources.add("pre-pass")
+    source = sources.pop() if len(sources) == 1 else ("mixed" if sources else "none")
+    return total, source
+
+
+def _positive(value: Any, what: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what} must be a number, got {value!r}") from exc
+    if not np.isfinite(x) or x <= 0:
+        raise ConfigError(f"{what} must be finite and > 0, got {value!r}")
+    return x
+
+
+def normalize_weights(
+    features: Mapping[str, Any],
+    fileset: Any,
+    *,
+    lumi: float | None = None,
+    uproot_options: Mapping[str, Any] | None = None,
+) -> tuple[np.ndarray, dict[str, dict[str, Any]]]:
+    """Per-jet weights normalised per dataset, as analysts do.
+
+    Simulation (metadata ``is_data`` false): ``w * xsec * lumi / sum(genWeight)`` with
+    ``metadata["xsec"]`` (pb), ``metadata["lumi"]`` or ``lumi`` (pb^-1), and the sum of
+    generator weights from ``metadata["sumw"]``, else :func:`sum_gen_weights` over the
+    dataset's files that pass 1 read (skipped files excluded).  A dataset without
+    ``xsec`` keeps its raw weights (logged).  Collision data: weight 1.  Negative weights
+    keep their sign.
+
+    Returns
+    -------
+    (w, info)
+        The weights and ``{dataset: {"factor", "sumw", "sumw_source", "xsec", "lumi"}}``.
+    """
+    from advsyst.processors.run import normalize_fileset
+
+    norm = normalize_fileset(fileset)
+    ds = np.asarray(features["dataset"]).astype(str)
+    w = np.asarray(features["w"], dtype=np.float64).copy()
+    skipped = {str(p) for p in np.asarray(features.get("skipped_files", []), dtype=str)}
+    info: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(ds.tolist())):
+        if name not in norm:
+            raise InputError(f"dataset {name!r} of the features is not in the fileset")
+        meta = norm[name]["metadata"]
+        m = ds == name
+        if meta.get("is_data"):
+            w[m] = 1.0
+            info[name] = {"factor": 1.0, "is_data": True}
+            continue
+        if meta.get("xsec") is None:
+            log.info("dataset %s: no metadata['xsec']; weights stay raw genWeight", name)
+            info[name] = {"factor": 1.0, "xsec": None}
+            continue
+        xsec = _positive(meta["xsec"], f"dataset {name!r}: metadata['xsec']")
+        lumi_v = meta.get("lumi", lumi)
+        if lumi_v is None:
+            raise ConfigError(
+                f"dataset {name!r} has an xsec but no luminosity: give metadata['lumi'] or lumi="
+            )
+        lumi_v = _positive(lumi_v, f"dataset {name!r}: luminosity")
+        if meta.get("sumw") is not None:
+            sumw, source = float(meta["sumw"]), "metadata"
+        else:
+            files = [f for f in norm[name]["files"] if f not in skipped]
+            sumw, source = sum_gen_weights(files, uproot_options=uproot_options)
+        if not np.isfinite(sumw) or sumw <= 0:
+            raise InputError(
+                f"dataset {name!r}: sum of generator weights is {sumw} ({source}); it must be "
+                "> 0 to normalise (net-negative samples cannot be normalised)"
+            )
+        factor = xsec * lumi_v / sumw
+        w[m] *= factor
+        info[name] = {
+            "factor": factor,
+            "sumw": sumw,
+            "sumw_source": source,
+            "xsec": xsec,
+            "lumi": lumi_v,
+        }
+    if not np.all(np.isfinite(w)):
+        raise InputError(f"{int((~np.isfinite(w)).sum())} jet weights are NaN/inf")
+    return w, info
+
+
 def run_pass1(
     fileset: Any,
     *,
+    builder: Any = None,
     executor: str = "iterative",
     schema: str = "pfnano",
     jet_collection: str = "FatJet",
     chunksize: int = 50_000,
     workers: int = 1,
     client: Any = None,
+    skip_bad_files: bool = False,
+    progress: bool = True,
+    maxchunks: int | None = None,
+    checkpointer: Any = None,
+    uproot_options: Mapping[str, Any] | None = None,
+    lumi: float | None = None,
     **feature_options: Any,
 ) -> dict[str, np.ndarray]:
-    """Pass 1: merged per-jet features and keys
-    (:func:`advsyst.processors.run.extract_features`; with ``executor="dask"`` and a
-    ``client``, on that client's cluster)."""
-    from advsyst.processors.run import extract_features
+    """Pass 1: merged per-jet features, keys, labels and normalised weights.
+
+    Parameters
+    ----------
+    fileset
+        coffea fileset; per dataset ``metadata`` may hold ``is_data``, ``label``,
+        ``xsec`` (pb), ``lumi`` (pb^-1) and ``sumw`` (see :func:`normalize_weights`).
+    builder
+        The analyst's feature builder, ``events -> per-jet arrays`` (contract in
+        :mod:`advsyst.processors.builders`), run with ``processor.Runner``.  Default:
+        advsyst's processor for ``schema`` (:func:`advsyst.processors.run.make_processor`
+        with ``jet_collection`` and ``feature_options``), which is itself such a builder.
+    executor
+        ``"iterative"``, ``"futures"`` or ``"dask"`` (default builder: coffea's
+        ``apply_to_fileset`` on ``client``'s cluster, else local threads; own builder:
+        ``DaskExecutor`` on ``client``, else a temporary LocalCluster of ``workers``).
+    skip_bad_files
+        Skip unreadable files (listed in ``skipped_files``; :func:`two_pass` leaves
+        them out of pass 2) instead of raising.
+    progress
+        coffea's progress bars (on by default).
+    maxchunks, checkpointer, uproot_options
+        Passed through to coffea (see :func:`advsyst.processors.run.extract_features`).
+    lumi
+        Integrated luminosity (pb^-1) for datasets whose metadata has ``xsec`` but no
+        ``lumi``.
+
+    Returns
+    -------
+    dict of np.ndarray
+        ``X``, the key columns, ``dataset``, ``y``, ``w`` (normalised), ``w_raw``,
+        ``feature_names``, ``skipped_files``, ``region_*``, ``normalization`` (JSON per
+        dataset) and ``pass1_selection`` (JSON: the jet cuts, for pass 2's checks).
+    """
+    from advsyst.processors.run import extract_features, extract_with_builder
 
     if executor not in _EXECUTORS:
         raise ConfigError(f"executor must be one of {_EXECUTORS}, got {executor!r}")
-    extra = {"scheduler": client} if executor == "dask" and client is not None else {}
-    return extract_features(
-        fileset,
-        schema=schema,
-        jet_collection=jet_collection,
+    common = dict(
         executor=executor,
+        schema=schema,
         chunksize=chunksize,
         workers=workers,
-        **extra,
-        **feature_options,
+        skip_bad_files=skip_bad_files,
+        progress=progress,
+        maxchunks=maxchunks,
+        checkpointer=checkpointer,
+        uproot_options=uproot_options,
     )
+    if builder is None:
+        from advsyst.processors.run import make_processor
+
+        extra = {"scheduler": client} if executor == "dask" and client is not None else {}
+        features = extract_features(
+            fileset, jet_collection=jet_collection, **common, **extra, **feature_options
+        )
+        proc = make_processor(schema, jet_collection, **{
+            k: v for k, v in feature_options.items() if k in ("jet_min_pt", "jet_max_abs_eta")
+        })  # fmt: skip
+        selection = {
+            "jet_collection": jet_collection,
+            "jet_min_pt": proc.jet_min_pt,
+            "jet_max_abs_eta": proc.jet_max_abs_eta,
+        }
+    else:
+        if feature_options:
+            raise ConfigError(
+                f"options {sorted(feature_options)} are for advsyst's processors; with a "
+                "feature builder, configure the builder itself"
+            )
+        with contextlib.ExitStack() as stack:
+            if executor == "dask" and client is None:
+                client = stack.enter_context(_client(None, workers))
+            features = extract_with_builder(fileset, builder, client=client, **common)
+        selection = dict(getattr(builder, "selection", {}) or {})
+        selection.setdefault("builder", getattr(builder, "__qualname__", type(builder).__name__))
+    features["w_raw"] = np.asarray(features["w"], dtype=np.float64)
+    w, info = normalize_weights(features, fileset, lumi=lumi, uproot_options=uproot_options)
+    features["w"] = w
+    features["normalization"] = np.array(json.dumps(to_jsonable(info), default=str))
+    features["pass1_selection"] = np.array(json.dumps(to_jsonable(selection), default=str))
+    if len(features["skipped_files"]):
+        log.warning(
+            "pass 1 skipped %d unreadable files: %s",
+            len(features["skipped_files"]),
+            ", ".join(map(str, features["skipped_files"])),
+        )
+    return features
 
 
 def run_pass2(
@@ -608,33 +873,64 @@ def run_pass2(
     client: Any = None,
     quiet_schema: bool = True,
     treename: str = "Events",
+    progress: bool = True,
+    skip_bad_files: bool = False,
+    skip_files: Sequence[str] = (),
+    maxchunks: int | None = None,
+    checkpointer: Any = None,
 ) -> Any:
     """Pass 2: run the analyst's processor with ``processor.Runner`` (virtual mode).
 
     ``executor``: ``"iterative"``, ``"futures"`` (``workers`` processes) or ``"dask"``
     (``DaskExecutor`` on ``client``; a temporary ``LocalCluster`` of ``workers``
-    processes when None).  Returns the processor's (merged, postprocessed) output.
+    processes when None).  ``skip_files`` (e.g. pass 1's ``skipped_files``) are left out;
+    ``skip_bad_files``, ``maxchunks`` and ``checkpointer`` go to coffea's Runner;
+    ``progress`` shows coffea's progress bars.  Returns the processor's (merged,
+    postprocessed) output.
     """
-    from coffea import processor
-
-    from advsyst.processors.run import _SCHEMAS, normalize_fileset, run_with_runner
+    from advsyst.processors.run import _SCHEMAS, make_executor, normalize_fileset, run_with_runner
 
     if executor not in _EXECUTORS:
         raise ConfigError(f"executor must be one of {_EXECUTORS}, got {executor!r}")
     if schema not in _SCHEMAS:
         raise ConfigError(f"schema must be one of {sorted(_SCHEMAS)}, got {schema!r}")
     schema_cls = _SCHEMAS[schema][1 if quiet_schema else 0]
-    norm = normalize_fileset(fileset, treename)
+    norm = drop_files(normalize_fileset(fileset, treename), skip_files)
 
-    def run(ex: Any) -> Any:
-        return run_with_runner(norm, processor_instance, schema_cls, ex, chunksize=chunksize)
+    def run(c: Any = None) -> Any:
+        ex = make_executor(executor, workers=workers, client=c, progress=progress, desc="pass 2")
+        return run_with_runner(
+            norm,
+            processor_instance,
+            schema_cls,
+            ex,
+            chunksize=chunksize,
+            skipbadfiles=skip_bad_files,
+            maxchunks=maxchunks,
+            checkpointer=checkpointer,
+        )
 
-    if executor == "iterative":
-        return run(processor.IterativeExecutor(status=False))
-    if executor == "futures":
-        return run(processor.FuturesExecutor(workers=max(1, int(workers)), status=False))
+    if executor != "dask":
+        return run()
     with _client(client, workers) as c:
-        return run(processor.DaskExecutor(client=c, status=False))
+        return run(c)
+
+
+def drop_files(fileset: Mapping[str, Any], files: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """A normalised fileset without ``files``; datasets left with none are dropped (logged)."""
+    from advsyst.processors.run import normalize_fileset
+
+    skip = {str(f) for f in files}
+    out = {}
+    for ds, spec in normalize_fileset(fileset).items():
+        kept = {p: t for p, t in spec["files"].items() if p not in skip}
+        if kept:
+            out[ds] = {**spec, "files": kept}
+        else:
+            log.warning("dataset %s: every file was skipped in pass 1; left out of pass 2", ds)
+    if not out:
+        raise InputError("no readable files left for pass 2")
+    return out
 
 
 def _data_mask(fileset: Any, dataset: np.ndarray) -> np.ndarray:
@@ -664,6 +960,13 @@ def two_pass(
     feature_options: Mapping[str, Any] | None = None,
     save_scores: str | os.PathLike[str] | None = None,
     return_scores: bool = False,
+    builder: Any = None,
+    skip_bad_files: bool = False,
+    progress: bool = True,
+    maxchunks: int | None = None,
+    checkpointer: Any = None,
+    uproot_options: Mapping[str, Any] | None = None,
+    lumi: float | None = None,
 ) -> Any:
     """Pass 1, the variations on the merged features, pass 2 (see the module docstring).
 
@@ -696,6 +999,16 @@ def two_pass(
         Write the :class:`VariedScores` there (``.npz``).
     return_scores
         Return ``(output, VariedScores)`` instead of the output alone.
+    builder
+        The analyst's pass-1 feature builder (see :func:`run_pass1`); default advsyst's
+        processor for ``schema``.
+    skip_bad_files
+        Skip unreadable files in pass 1 (reported in the log and in
+        ``VariedScores.provenance["pass1"]["skipped_files"]``) and leave them out of pass 2.
+    progress
+        coffea progress bars in both passes (default on).
+    maxchunks, checkpointer, uproot_options, lumi
+        See :func:`run_pass1` (``maxchunks`` and ``checkpointer`` apply to both passes).
 
     Returns
     -------
@@ -708,12 +1021,19 @@ def two_pass(
             client = stack.enter_context(_client(None, workers))
         features = run_pass1(
             fileset,
+            builder=builder,
             executor=executor,
             schema=schema,
             jet_collection=jet_collection,
             chunksize=chunksize,
             workers=workers,
             client=client,
+            skip_bad_files=skip_bad_files,
+            progress=progress,
+            maxchunks=maxchunks,
+            checkpointer=checkpointer,
+            uproot_options=uproot_options,
+            lumi=lumi,
             **dict(feature_options or {}),
         )
         vary = None if vary_data else ~_data_mask(fileset, features["dataset"])
@@ -732,6 +1052,7 @@ def two_pass(
             score_class=score_class,
             vary_mask=vary,
         )
+        skipped = [str(p) for p in features["skipped_files"]]
         if save_scores is not None:
             varied.save(save_scores)
         proc = analysis_processor_factory(varied)
@@ -743,5 +1064,10 @@ def two_pass(
             chunksize=chunksize,
             workers=workers,
             client=client,
+            progress=progress,
+            skip_bad_files=skip_bad_files,
+            skip_files=skipped,
+            maxchunks=maxchunks,
+            checkpointer=checkpointer,
         )
     return (out, varied) if return_scores else out
