@@ -79,7 +79,7 @@ def varied(features, model) -> VariedScores:
     return build_varied_scores(features, model, ["fgsm", "shift"], opts)
 
 
-def _toy(rng: np.random.Generator, n: int = 500) -> VariedScores:
+def _toy(rng: np.random.Generator, n: int = 500, **extra: Any) -> VariedScores:
     keys = np.unique(
         np.column_stack(
             [
@@ -108,6 +108,7 @@ def _toy(rng: np.random.Generator, n: int = 500) -> VariedScores:
         varied={"a": (nominal + 0.1, nominal - 0.1), "b": (nominal * 0.5, nominal * 0.25)},
         flags={"a.moved": rng.uniform(size=m) < 0.5},
         provenance={"note": "toy", "seed": 7},
+        **extra,
     )
 
 
@@ -196,7 +197,13 @@ def test_duplicate_and_inconsistent_inputs_are_rejected():
 
 
 def test_save_load_round_trip(rng, tmp_path):
-    v = _toy(rng)
+    m = len(_toy(np.random.default_rng(1)))
+    extra = {
+        "preds": {"nominal": np.arange(m) % 2, "aUp": np.arange(m) % 3 == 0},
+        "detector": {"nominal": np.linspace(0, 1, m)},
+        "weights": -np.linspace(0.5, 2, m),  # signed weights survive
+    }
+    v = _toy(np.random.default_rng(1), **extra)
     path = v.save(tmp_path / "scores.npz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.npz"]  # no temporaries
     w = VariedScores.load(path)
@@ -209,6 +216,11 @@ def test_save_load_round_trip(rng, tmp_path):
             np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(w.flags["a.moved"], v.flags["a.moved"])
     assert w.provenance == v.provenance
+    for table in ("preds", "detector"):
+        assert set(getattr(w, table)) == set(getattr(v, table)) and getattr(v, table)
+        for k, arr in getattr(v, table).items():
+            np.testing.assert_array_equal(getattr(w, table)[k], arr)
+    np.testing.assert_array_equal(w.weights, v.weights)
     perm = rng.permutation(len(v))
     np.testing.assert_array_equal(w.lookup(*_keys(v, perm))["bUp"], v.varied["b"][0][perm])
     (tmp_path / "junk.npz").write_bytes(b"not an npz")
@@ -441,3 +453,78 @@ def test_two_pass_on_dask_matches_iterative(fileset, model):
             sel = {"dataset": ds, "systematic": syst}
             np.testing.assert_array_equal(a[sel].values(), b[sel].values())
             np.testing.assert_array_equal(a[sel].variances(), b[sel].variances())
+
+
+# ---------------------------------------------------------------------- tables
+def _detector(X: np.ndarray) -> np.ndarray:
+    """A stand-in adversarial detector: a fixed logistic function of two inputs."""
+    return 1.0 / (1.0 + np.exp(-(3.0 * X[:, 0] - 2.0 * X[:, 5])))
+
+
+@pytest.mark.parametrize("variation", ["fgsm", "shift"])
+def test_uncertainty_table_and_efficiencies_from_two_passes_equal_numpy_api(
+    fileset, sample_factory, model, variation
+):
+    """VariedScores -> outcomes -> build_uncertainty_table gives the NumPy API's numbers
+    (evaluate_dataset + detector_efficiency on the same jets), data excluded from the
+    outcomes and used for the data-vs-simulation efficiency."""
+    fs = {
+        **fileset,
+        "data": {
+            "files": {str(sample_factory("mix", N_EVENTS, 3, pseudo=True)): "Events"},
+            "metadata": {"is_data": True},
+        },
+    }
+    f = run_pass1(fs, chunksize=64, progress=False)
+    data = f["dataset"] == "data"
+    ctx = S.VariationContext(
+        y=f["y"],
+        weights=f["w"] * (1 + 0.5 * (f["event"] % 2)),  # non-trivial weights
+        control_mask=f["region_CR"],
+        feature_names=[str(n) for n in f["feature_names"]],
+        detector=_detector,
+        detector_threshold=0.4,
+    )
+    opts = {variation: OPTIONS[variation]}
+    v = build_varied_scores(f, model, [variation], opts, context=ctx, vary_mask=~data,
+                            data_mask=data)  # fmt: skip
+    got = S.build_uncertainty_table(v.outcomes(), budget=0.02, detector=v.detector_efficiency())
+    # the NumPy API on the simulated jets
+    sim = ~data
+    sub = S.VariationContext(
+        y=f["y"][sim], weights=ctx.weights[sim], control_mask=f["region_CR"][sim],
+        feature_names=ctx.feature_names, detector=_detector, detector_threshold=0.4,
+    )  # fmt: skip
+    _, outcomes = S.evaluate_dataset(
+        f["X"][sim], model, [variation], sub, opts,
+        processes=f["dataset"][sim],
+        region_masks={"signal": f["region_SR"][sim], "control": f["region_CR"][sim]},
+        min_events=0,
+    )  # fmt: skip
+    det = S.detector_efficiency(
+        _detector(f["X"][sim]), 0.4, ctx.weights[sim], _detector(f["X"][data]), ctx.weights[data]
+    )
+    ref = S.build_uncertainty_table(outcomes, budget=0.02, detector=det)
+    assert len(got.rows) == len(ref.rows) == 4  # 2 processes x 2 regions
+    rename = {"signal": "SR", "control": "CR"}  # the histogram's names for pass 1's regions
+    key = lambda r: (r.process, rename.get(r.region, r.region))  # noqa: E731
+    for a, b in zip(sorted(got.rows, key=key), sorted(ref.rows, key=key)):
+        da, db = a.to_dict(), {**b.to_dict(), "region": rename[b.region]}
+        assert da.keys() == db.keys()
+        for k in da:
+            if isinstance(da[k], float):
+                np.testing.assert_allclose(da[k], db[k], rtol=1e-12, atol=0, err_msg=k)
+            else:
+                assert da[k] == db[k], k
+    assert got.rows[0].detector_eff_data == det.data.value and det.data is not None
+    assert any(r.fooling_ratio > 0 for r in got.rows)
+    # the record survives save/load
+    assert np.all(v.flags[f"{variation}.detected"][data] == 0)
+    assert set(v.outcomes()) == {"ttbar", "ww"}
+
+
+def test_outcomes_need_predictions(rng):
+    with pytest.raises(InputError, match="carry no predicted classes"):
+        _toy(rng).outcomes()
+    with pytest.raises(InputError, match="no detector scores"):
+        _toy(rng).detector_efficiency()

@@ -145,10 +145,24 @@ class VariedScores:
         ``{name: (up, down)}`` scores per jet (down already mirrored where the variation
         gave none).
     flags
-        Per-jet boolean arrays, ``"<variation>.<flag>"`` (e.g. ``"conservattack.fooled"``)
-        and ``"varied"`` (the jet was in the set the variations ran on).
+        Per-jet boolean arrays, ``"<variation>.<flag>"`` (e.g. ``"conservattack.fooled"``,
+        ``"<variation>.detected"``), ``"varied"`` (the jet was in the set the variations
+        ran on), ``"data"`` (collision data) and ``"region.<name>"`` (pass 1's regions).
     provenance
         Configuration, options, metrics, seed and versions (JSON-serialisable).
+    preds
+        Predicted classes per jet, ``{"nominal": ..., "<name>Up": ..., "<name>Down": ...}``
+        (no Down entry where the down scores are mirrored): what the fooling ratios use.
+    detector
+        Detector P(adversarial) per jet, ``{"nominal": clean, "<name>Up": varied}``, when
+        the variations ran with a detector in their context.
+    weights
+        Per-jet weights the variations ran with (normalised pass-1 weights).
+
+    With ``preds`` (and ``detector``) present, :meth:`outcomes` and
+    :meth:`detector_efficiency` give what
+    :func:`~advsyst.systematics.build_uncertainty_table` takes: the same table and
+    data-vs-simulation efficiencies as the NumPy API.
 
     Raises
     ------
@@ -165,6 +179,9 @@ class VariedScores:
     varied: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     flags: dict[str, np.ndarray] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    preds: dict[str, np.ndarray] = field(default_factory=dict)
+    detector: dict[str, np.ndarray] = field(default_factory=dict)
+    weights: np.ndarray | None = None
     _datasets: dict[str, int] = field(init=False, repr=False)
     _order: np.ndarray = field(init=False, repr=False)
     _sorted: np.ndarray = field(init=False, repr=False)
@@ -190,6 +207,15 @@ class VariedScores:
         for key, flag in dict(self.flags).items():
             flags[str(key)] = self._column(flag, f"flag {key!r}", n, bool)
         self.flags = flags
+        self.preds = {
+            str(k): self._column(v, f"preds[{k!r}]", n, np.int64)
+            for k, v in dict(self.preds).items()
+        }
+        self.detector = {
+            str(k): self._scores(v, f"detector[{k!r}]", n) for k, v in dict(self.detector).items()
+        }
+        if self.weights is not None:
+            self.weights = self._scores(self.weights, "weights", n)
         self.provenance = dict(self.provenance or {})
         names = sorted(set(self.dataset.tolist()))
         self._datasets = {ds: i for i, ds in enumerate(names)}
@@ -416,6 +442,123 @@ class VariedScores:
         )
         return {k: ak.unflatten(v, counts) for k, v in values.items()}
 
+    # ------------------------------------------------------------------ tables
+    def _data(self) -> np.ndarray:
+        return self.flags.get("data", np.zeros(len(self), dtype=bool))
+
+    def outcomes(
+        self,
+        region_masks: Mapping[str, Any] | None = None,
+        *,
+        weights: Any = None,
+        processes: Sequence[str] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """``{process: {variation: VariationOutcome}}`` for
+        :func:`~advsyst.systematics.build_uncertainty_table` and the band functions.
+
+        Parameters
+        ----------
+        region_masks
+            ``{region: bool array over these jets}``; default pass 1's regions (the
+            ``"region.<name>"`` flags).
+        weights
+            Per-jet weights; default :attr:`weights` (else 1).
+        processes
+            Datasets to include (default: every simulated dataset, in name order).
+
+        Notes
+        -----
+        The outcomes carry scores, predicted classes, detector decisions, weights and
+        regions; their ``result`` holds the flags and info but not the varied features
+        (``up`` has zero columns), which the table does not use.
+        """
+        from advsyst.systematics import VariationOutcome, VariationResult
+
+        if not self.preds:
+            raise InputError(
+                "these VariedScores carry no predicted classes (made before they were "
+                "recorded?): rebuild them with build_varied_scores"
+            )
+        n = len(self)
+        if region_masks is None:
+            region_masks = {
+                k[len("region.") :]: v for k, v in self.flags.items() if k.startswith("region.")
+            }
+            if not region_masks:
+                raise InputError("no pass-1 regions recorded: give region_masks")
+        masks = {str(r): self._column(m, f"region {r!r}", n, bool) for r, m in region_masks.items()}
+        if weights is None:
+            w = self.weights if self.weights is not None else np.ones(n)
+        else:
+            w = self._scores(weights, "weights", n)
+        sim = ~self._data()
+        if processes is None:
+            processes = sorted(set(self.dataset[sim].tolist()))
+        infos = self.provenance.get("variation_info", {})
+        out: dict[str, dict[str, Any]] = {}
+        for p in processes:
+            sel = self.dataset == p
+            if not sel.any():
+                raise InputError(f"no jets of process {p!r} (known: {self.datasets})")
+            k = int(sel.sum())
+            out[p] = {}
+            for name, (up, down) in self.varied.items():
+                mirrored = f"{name}Down" not in self.preds
+                flags = {
+                    key.split(".", 1)[1]: f[sel]
+                    for key, f in self.flags.items()
+                    if key.startswith(f"{name}.")
+                }
+                det = self.flags.get(f"{name}.detected")
+                out[p][name] = VariationOutcome(
+                    name=name,
+                    process=p,
+                    result=VariationResult(
+                        up=np.zeros((k, 0)), flags=flags, info=dict(infos.get(name, {}))
+                    ),
+                    nominal_score=self.nominal[sel],
+                    up_score=up[sel],
+                    down_score=down[sel],
+                    down_mirrored=mirrored,
+                    nominal_pred=self.preds["nominal"][sel],
+                    up_pred=self.preds[f"{name}Up"][sel],
+                    down_pred=None if mirrored else self.preds[f"{name}Down"][sel],
+                    detected=None if det is None else det[sel],
+                    weights=w[sel],
+                    region_masks={r: m[sel] for r, m in masks.items()},
+                )
+        return out
+
+    def detector_efficiency(
+        self, threshold: float | None = None, *, mask: Any = None, weights: Any = None
+    ) -> Any:
+        """Detector clean-jet efficiency (``P(adv) < threshold``) on simulation and on
+        collision data (:class:`~advsyst.systematics.bands.DetectorEfficiency`).
+
+        ``threshold`` defaults to the context's ``detector_threshold``; ``mask`` restricts
+        the jets (e.g. a region), ``weights`` default to :attr:`weights`.
+        """
+        from advsyst.systematics.bands import detector_efficiency
+
+        if "nominal" not in self.detector:
+            raise InputError(
+                "no detector scores: run the variations with a detector in the context"
+            )
+        if threshold is None:
+            threshold = float(self.provenance.get("detector_threshold", 0.5))
+        n = len(self)
+        m = np.ones(n, bool) if mask is None else self._column(mask, "mask", n, bool)
+        if weights is None:
+            w = self.weights if self.weights is not None else np.ones(n)
+        else:
+            w = self._scores(weights, "weights", n)
+        data = self._data()
+        p = self.detector["nominal"]
+        sim, dat = m & ~data, m & data
+        return detector_efficiency(
+            p[sim], threshold, w[sim], p[dat] if dat.any() else None, w[dat] if dat.any() else None
+        )
+
     # ------------------------------------------------------------------ I/O
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write an ``.npz`` file atomically (readable with :meth:`load`)."""
@@ -429,6 +572,12 @@ class VariedScores:
         arrays["flag_names"] = np.array(list(self.flags), dtype=str)
         for i, flag in enumerate(self.flags.values()):
             arrays[f"flag_{i}"] = flag
+        for tag, table in (("pred", self.preds), ("det", self.detector)):
+            arrays[f"{tag}_names"] = np.array(list(table), dtype=str)
+            for i, a in enumerate(table.values()):
+                arrays[f"{tag}_{i}"] = a
+        if self.weights is not None:
+            arrays["weights"] = self.weights
         arrays["provenance"] = np.array(json.dumps(to_jsonable(self.provenance), default=str))
         return atomic_savez(path, **arrays)
 
@@ -450,6 +599,9 @@ class VariedScores:
             varied={n: (data[f"up_{i}"], data[f"down_{i}"]) for i, n in enumerate(names)},
             flags={n: data[f"flag_{i}"] for i, n in enumerate(flags)},
             provenance=json.loads(str(data["provenance"])),
+            preds={str(n): data[f"pred_{i}"] for i, n in enumerate(data.get("pred_names", []))},
+            detector={str(n): data[f"det_{i}"] for i, n in enumerate(data.get("det_names", []))},
+            weights=data.get("weights"),
         )
 
 
@@ -486,6 +638,7 @@ def build_varied_scores(
     score_class: int | None = None,
     vary_mask: np.ndarray | None = None,
     score_range: tuple[float, float] = (0.0, 1.0),
+    data_mask: np.ndarray | None = None,
 ) -> VariedScores:
     """Run each variation once on the merged pass-1 features and score every jet.
 
@@ -513,6 +666,11 @@ def build_varied_scores(
         are those of these jets together.
     score_range
         Range used to clip mirrored down scores (the histogram's score axis).
+    data_mask
+        Collision-data jets (flag ``"data"``): :meth:`VariedScores.outcomes` leaves them
+        out and :meth:`VariedScores.detector_efficiency` uses them as data.  Default: no
+        data.  With a ``context.detector``, the detector's P(adversarial) is recorded on
+        the nominal features of every jet and on each variation's up features.
 
     Returns
     -------
@@ -520,6 +678,7 @@ def build_varied_scores(
     """
     from advsyst.systematics import (
         VariationContext,
+        detector_scores,
         get,
         mirror_scores,
         model_scores,
@@ -559,9 +718,25 @@ def build_varied_scores(
     ctx = _sliced_context(context, n, sel)
     Xv = X if sel is None else X[sel]
     nominal = np.zeros(n)
+    nominal_pred = np.zeros(n, dtype=np.int64)
     if n:
-        nominal, _ = model_scores(model, X, score_class)
+        nominal, nominal_pred = model_scores(model, X, score_class)
     nominal_v = nominal if sel is None else nominal[sel]
+    det_model = getattr(context, "detector", None)
+    det_thr = float(getattr(context, "detector_threshold", 0.5))
+    preds: dict[str, np.ndarray] = {"nominal": np.asarray(nominal_pred, np.int64)}
+    det_p: dict[str, np.ndarray] = {}
+    if det_model is not None and n:
+        det_p["nominal"] = detector_scores(det_model, X)
+
+    def put(full: np.ndarray, part: np.ndarray) -> np.ndarray:
+        out = full.copy()
+        if sel is None:
+            out[:] = part
+        else:
+            out[sel] = part
+        return out
+
     low, high = score_range
     varied: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     flags: dict[str, np.ndarray] = {}
@@ -570,16 +745,24 @@ def build_varied_scores(
         up, down = nominal.copy(), nominal.copy()
         if len(Xv):
             res = run_variation(name, Xv, model, context=ctx, **options.get(name, {}))
-            up_v, _ = model_scores(model, res.up, score_class)
+            up_v, up_pred = model_scores(model, res.up, score_class)
+            preds[f"{name}Up"] = put(preds["nominal"], up_pred)
             if res.down is None:
                 down_v = mirror_scores(nominal_v, up_v, low, high)
             else:
-                down_v, _ = model_scores(model, res.down, score_class)
+                down_v, down_pred = model_scores(model, res.down, score_class)
+                preds[f"{name}Down"] = put(preds["nominal"], down_pred)
+            res_flags = dict(res.flags)
+            if det_model is not None:
+                p_up = detector_scores(det_model, res.up)
+                det_p[f"{name}Up"] = put(det_p["nominal"], p_up)
+                if "detected" not in res_flags:  # as evaluate_dataset decides it
+                    res_flags["detected"] = p_up >= det_thr
             if sel is None:
                 up, down = np.asarray(up_v, float), np.asarray(down_v, float)
             else:
                 up[sel], down[sel] = up_v, down_v
-            for k, f in res.flags.items():
+            for k, f in res_flags.items():
                 full = np.zeros(n, dtype=bool)
                 if sel is None:
                     full[:] = f
@@ -588,13 +771,25 @@ def build_varied_scores(
                 flags[f"{name}.{k}"] = full
             infos[name] = {k: v for k, v in res.info.items() if k != "history"}
             infos[name]["down_mirrored"] = res.down is None
+        else:
+            preds[f"{name}Up"] = preds["nominal"].copy()
         varied[name] = (up, down)
     flags["varied"] = np.ones(n, dtype=bool) if sel is None else sel.copy()
+    if data_mask is not None:
+        dm = np.asarray(data_mask, dtype=bool)
+        if dm.shape != (n,):
+            raise InputError(f"data_mask has shape {dm.shape}, expected ({n},)")
+        flags["data"] = dm.copy()
+    for key in features:
+        if str(key).startswith("region_") and np.shape(features[key]) == (n,):
+            flags[f"region.{str(key)[len('region_') :]}"] = np.asarray(features[key], bool)
+    weights = None if context.weights is None else np.asarray(context.weights, np.float64)
     prov = provenance(
         {"variations": variations, "options": options, "score_class": score_class},
         seed=ctx.seed,
         n_jets=n,
         n_varied=int(flags["varied"].sum()),
+        detector_threshold=det_thr if det_model is not None else None,
         score_range=list(score_range),
         variation_info=json.loads(json.dumps(to_jsonable(infos), default=str)),
     )
@@ -605,7 +800,16 @@ def build_varied_scores(
     if "skipped_files" in features:
         pass1["skipped_files"] = [str(p) for p in np.asarray(features["skipped_files"])]
     prov["pass1"] = pass1
-    return VariedScores(**keys, nominal=nominal, varied=varied, flags=flags, provenance=prov)
+    return VariedScores(
+        **keys,
+        nominal=nominal,
+        varied=varied,
+        flags=flags,
+        provenance=prov,
+        preds=preds,
+        detector=det_p,
+        weights=weights,
+    )
 
 
 # ---------------------------------------------------------------------- passes
@@ -1036,7 +1240,8 @@ def two_pass(
             lumi=lumi,
             **dict(feature_options or {}),
         )
-        vary = None if vary_data else ~_data_mask(fileset, features["dataset"])
+        is_data = _data_mask(fileset, features["dataset"])
+        vary = None if vary_data else ~is_data
         log.info(
             "pass 1: %d jets; running %s on %d of them",
             len(features["X"]),
@@ -1051,6 +1256,7 @@ def two_pass(
             context=context,
             score_class=score_class,
             vary_mask=vary,
+            data_mask=is_data,
         )
         skipped = [str(p) for p in features["skipped_files"]]
         if save_scores is not None:
