@@ -38,6 +38,7 @@ __all__ = [
     "extract_features",
     "extract_with_builder",
     "make_executor",
+    "apply_processor_dask",
     "normalize_fileset",
     "check_files",
     "make_processor",
@@ -336,19 +337,25 @@ def run_with_runner(
         raise
 
 
-def _run_dask(
+def apply_processor_dask(
     fileset: dict[str, dict[str, Any]],
-    proc: _JetProcessorBase,
+    processor_instance: Any,
     schema_cls: type,
     *,
     chunksize: int,
-    workers: int,
+    workers: int = 1,
     scheduler: Any = None,
     uproot_options: Mapping[str, Any] | None = None,
     maxchunks: int | None = None,
     skip_bad_files: bool = False,
-) -> dict[str, dict[str, np.ndarray]]:
-    import awkward as ak
+) -> dict[str, Any]:
+    """Run a processor in coffea's dask mode and compute it: ``preprocess`` (steps of
+    ``chunksize`` entries) + ``apply_to_fileset`` + ``dask.compute``.
+
+    ``scheduler``: a ``distributed.Client`` (its cluster) or a dask scheduler name;
+    default local threads (``workers``), sync for one worker.  Returns
+    ``{dataset: computed output}``.
+    """
     import dask
     from coffea.dataset_tools import apply_to_fileset, preprocess
 
@@ -376,12 +383,27 @@ def _run_dask(
 
         available = max_chunks(available, int(maxchunks))
     outputs = apply_to_fileset(
-        proc, available, schemaclass=schema_cls, uproot_options=dict(uproot_options or {})
+        processor_instance,
+        available,
+        schemaclass=schema_cls,
+        uproot_options=dict(uproot_options or {}),
     )
     if scheduler is None:  # local threads; a distributed.Client runs on its cluster
         scheduler = "sync" if int(workers) <= 1 else "threads"
     kw = {"num_workers": max(1, int(workers))} if isinstance(scheduler, str) else {}
     (computed,) = dask.compute(outputs, scheduler=scheduler, **kw)
+    return dict(computed)
+
+
+def _run_dask(
+    fileset: dict[str, dict[str, Any]],
+    proc: _JetProcessorBase,
+    schema_cls: type,
+    **options: Any,
+) -> dict[str, dict[str, np.ndarray]]:
+    import awkward as ak
+
+    computed = apply_processor_dask(fileset, proc, schema_cls, **options)
     result = {}
     for ds, out in computed.items():
         jets = out["jets"]

@@ -418,9 +418,17 @@ class VariedScores:
         ``run``, ``lumi`` and ``event`` have one entry per event (``events.run``...),
         ``jet_index`` is e.g. ``ak.local_index(events.FatJet, axis=1)[selection]``; returns
         ``{systematic: awkward array}`` with ``jet_index``'s structure.
+
+        In coffea's dask mode (``dataset_tools.apply_to_fileset``: ``run``, ``lumi``,
+        ``event`` and ``jet_index`` are ``dask_awkward`` arrays) the lookup runs per
+        partition through ``dask_awkward.map_partitions`` and returns lazy
+        ``dask_awkward`` arrays with the same structure: the same processor code serves
+        both modes, and nothing is materialised on the client.
         """
         import awkward as ak
 
+        if _is_dask(jet_index) or _is_dask(event):
+            return self._lookup_dask(dataset, run, lumi, event, jet_index, missing, jets)
         jet_index = ak.Array(jet_index)
         if jet_index.ndim != 2 or ak.fields(jet_index):
             raise InputError(
@@ -441,6 +449,30 @@ class VariedScores:
             ds, per_jet(run), per_jet(lumi), per_jet(event), flat, missing=missing, jets=flat_jets
         )
         return {k: ak.unflatten(v, counts) for k, v in values.items()}
+
+    def _lookup_dask(
+        self,
+        dataset: Any,
+        run: Any,
+        lumi: Any,
+        event: Any,
+        jet_index: Any,
+        missing: str,
+        jets: Any,
+    ) -> dict[str, Any]:
+        import dask_awkward as dak
+
+        if not isinstance(dataset, str | np.str_):
+            raise InputError("in dask mode give the dataset name as a str")
+        if missing not in ("raise", "nan"):
+            raise ConfigError(f"missing must be 'raise' or 'nan', got {missing!r}")
+        args = [run, lumi, event, jet_index]
+        with_jets = jets is not None and _has(jets, "pt") and _has(jets, "eta")
+        if with_jets:
+            args += [jets["pt"], jets["eta"]]
+        kernel = _LookupKernel(self, str(dataset), missing, with_jets)
+        out = dak.map_partitions(kernel, *args, label="advsyst-varied-lookup")
+        return {syst: out[syst] for syst in self.systematics()}
 
     # ------------------------------------------------------------------ tables
     def _data(self) -> np.ndarray:
@@ -603,6 +635,43 @@ class VariedScores:
             detector={str(n): data[f"det_{i}"] for i, n in enumerate(data.get("det_names", []))},
             weights=data.get("weights"),
         )
+
+
+def _is_dask(a: Any) -> bool:
+    return type(a).__module__.split(".")[0] == "dask_awkward"
+
+
+class _LookupKernel:
+    """Picklable per-partition lookup: eager key arrays -> jagged records of scores."""
+
+    def __init__(self, varied: VariedScores, dataset: str, missing: str, with_jets: bool):
+        self.varied = varied
+        self.dataset = dataset
+        self.missing = missing
+        self.with_jets = with_jets
+
+    def _empty(self) -> Any:
+        import awkward as ak
+
+        counts = np.zeros(1, dtype=np.int64)
+        return ak.zip(
+            {s: ak.unflatten(np.zeros(0), counts) for s in self.varied.systematics()},
+            depth_limit=None,
+        )
+
+    def __call__(self, run: Any, lumi: Any, event: Any, jet_index: Any, *jets: Any) -> Any:
+        import awkward as ak
+
+        arrays = (run, lumi, event, jet_index, *jets)
+        if any(ak.backend(a) == "typetracer" for a in arrays):
+            for a in arrays:
+                ak.typetracer.touch_data(a)
+            return ak.Array(self._empty().layout.to_typetracer(forget_length=True))
+        extra = {"pt": jets[0], "eta": jets[1]} if jets else None
+        scores = self.varied.lookup_jagged(
+            self.dataset, run, lumi, event, jet_index, missing=self.missing, jets=extra
+        )
+        return ak.zip(scores, depth_limit=None)
 
 
 # ---------------------------------------------------------------------- attack step
@@ -1082,8 +1151,18 @@ def run_pass2(
     skip_files: Sequence[str] = (),
     maxchunks: int | None = None,
     checkpointer: Any = None,
+    mode: str = "eager",
+    uproot_options: Mapping[str, Any] | None = None,
 ) -> Any:
-    """Pass 2: run the analyst's processor with ``processor.Runner`` (virtual mode).
+    """Pass 2: run the analyst's processor, in coffea's eager or dask mode.
+
+    ``mode="eager"`` (default): ``processor.Runner`` (virtual mode) with the executor
+    below.  ``mode="dask"``: ``coffea.dataset_tools.preprocess`` + ``apply_to_fileset``
+    (dask-awkward events, ``hist.dask`` histograms; :meth:`VariedScores.lookup_jagged`
+    works lazily there) computed on ``client`` (else local threads, ``workers``); the
+    per-dataset outputs are merged with ``coffea.processor.accumulate`` so that both
+    modes return the same structure.  ``checkpointer`` is eager-mode only;
+    ``uproot_options`` dask-mode only (coffea's Runner takes none).
 
     ``executor``: ``"iterative"``, ``"futures"`` (``workers`` processes) or ``"dask"``
     (``DaskExecutor`` on ``client``; a temporary ``LocalCluster`` of ``workers``
@@ -1100,6 +1179,36 @@ def run_pass2(
         raise ConfigError(f"schema must be one of {sorted(_SCHEMAS)}, got {schema!r}")
     schema_cls = _SCHEMAS[schema][1 if quiet_schema else 0]
     norm = drop_files(normalize_fileset(fileset, treename), skip_files)
+    if mode not in ("eager", "dask"):
+        raise ConfigError(f"mode must be 'eager' or 'dask', got {mode!r}")
+    if mode == "dask":
+        from coffea.processor import accumulate
+
+        from advsyst.processors.run import apply_processor_dask
+
+        if checkpointer is not None:
+            raise ConfigError("checkpointer works in eager mode only (coffea's Runner)")
+        if executor not in ("dask", "iterative"):
+            raise ConfigError("mode='dask' computes on a dask scheduler: executor 'dask'")
+        per_ds = apply_processor_dask(
+            norm,
+            processor_instance,
+            schema_cls,
+            chunksize=chunksize,
+            workers=workers,
+            scheduler=client,
+            uproot_options=uproot_options,
+            maxchunks=maxchunks,
+            skip_bad_files=skip_bad_files,
+        )
+        merged = accumulate([per_ds[ds] for ds in norm if ds in per_ds])
+        post = getattr(processor_instance, "postprocess", None)
+        if post is not None:
+            res = post(merged)
+            merged = merged if res is None else res
+        return merged
+    if uproot_options:
+        raise ConfigError("uproot_options: coffea's Runner (eager mode) takes none")
 
     def run(c: Any = None) -> Any:
         ex = make_executor(executor, workers=workers, client=c, progress=progress, desc="pass 2")
