@@ -623,3 +623,21 @@ def test_looser_pass2_cut_is_named_in_eager_mode(fileset, varied):
     msg = str(err.value)
     assert "Pass 1 kept FatJet jets with pt > 200 GeV and |eta| < 2.4" in msg
     assert "Loosen jet_min_pt" in msg and "jet_max_abs_eta" not in msg.split("Loosen")[1]
+
+
+def test_two_pass_skips_bad_files_in_both_passes(fileset, model, tmp_path):
+    """A broken file: pass 1 skips and reports it, pass 2 leaves it out (no missing-key
+    crash), and the histogram equals the run without it."""
+    junk = tmp_path / "broken.root"
+    junk.write_bytes(b"not a root file")
+    ww = fileset["ww"]
+    fs = {**fileset, "ww": {**ww, "files": {**ww["files"], str(junk): "Events"}}}
+    kw = dict(analysis_processor_factory=ScoreAnalysis, chunksize=80, progress=False,
+              return_scores=True)  # fmt: skip
+    with pytest.warns(RuntimeWarning, match="skipping unreadable file"):
+        out, v = two_pass(fs, model, ["shift"], {"shift": OPTIONS["shift"]},
+                          skip_bad_files=True, **kw)  # fmt: skip
+    assert v.provenance["pass1"]["skipped_files"] == [str(junk)]
+    ref, _ = two_pass(fileset, model, ["shift"], {"shift": OPTIONS["shift"]}, **kw)
+    np.testing.assert_array_equal(out["hist"].view(), ref["hist"].view())
+    assert out["jets"] == ref["jets"] > 0
