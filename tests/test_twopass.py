@@ -306,8 +306,16 @@ class ScoreAnalysis(processor.ProcessorABC):
         jets = events.FatJet
         good = (jets.pt > PASS2_MIN_PT) & (abs(jets.eta) < 2.4)
         idx = ak.local_index(jets, axis=1)[good]
+        extra = (
+            {"filename": events.metadata["filename"]} if hasattr(self.varied, "partition") else {}
+        )
         scores = self.varied.lookup_jagged(
-            events.metadata["dataset"], events.run, events.luminosityBlock, events.event, idx
+            events.metadata["dataset"],
+            events.run,
+            events.luminosityBlock,
+            events.event,
+            idx,
+            **extra,
         )
         w_event = np.asarray(events.genWeight, float) * (1 + 0.25 * (events.event % 3))
         w = ak.to_numpy(ak.flatten(ak.broadcast_arrays(w_event, idx)[0]))
@@ -641,3 +649,62 @@ def test_two_pass_skips_bad_files_in_both_passes(fileset, model, tmp_path):
     ref, _ = two_pass(fileset, model, ["shift"], {"shift": OPTIONS["shift"]}, **kw)
     np.testing.assert_array_equal(out["hist"].view(), ref["hist"].view())
     assert out["jets"] == ref["jets"] > 0
+
+
+# ---------------------------------------------------------------------- partitioned store
+class StoreAnalysis(ScoreAnalysis):
+    """ScoreAnalysis reading a ScoreStore: each chunk loads its own file's partition."""
+
+    def process(self, events: Any) -> dict[str, Any]:
+        out = super().process(events)
+        # the chunk's lookup loaded its own file's partition, last in the cache
+        assert list(self.varied._cache)[-1] == (
+            events.metadata["dataset"],
+            events.metadata["filename"],
+        )
+        return out
+
+
+def test_score_store_partitions_by_file_and_gives_the_same_histogram(
+    fileset, varied, sample_factory, tmp_path
+):
+    import pickle
+
+    from advsyst.workflows.twopass import ScoreStore
+
+    # two files in one dataset, so that partitions are really per file
+    fs = {**fileset, "ttbar": {**fileset["ttbar"], "files": {
+        **fileset["ttbar"]["files"], str(sample_factory("ttbar", 60, 9, event_offset=10_000)): "Events"}}}  # fmt: skip
+    f = run_pass1(fs, chunksize=64, progress=False)
+    v = build_varied_scores(f, _model_for(f), ["shift"], {"shift": OPTIONS["shift"]})
+    store = ScoreStore.write(v, fs, tmp_path / "store")
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == [
+        "index.json", "part00000.npz", "part00001.npz", "part00002.npz"]  # fmt: skip
+    # the handle is small whatever the number of jets, and never ships a loaded partition
+    store.partition("ttbar")
+    size = len(pickle.dumps(store))
+    assert size < 4000 < len(pickle.dumps(v)) and pickle.loads(pickle.dumps(store))._cache == {}
+    # per-file partitions hold exactly the jets of that file's events
+    files = list(fs["ttbar"]["files"])
+    for path in files:
+        part = store.partition("ttbar", path)
+        with uproot.open(path) as fh:
+            events = set(fh["Events"]["event"].array(library="np").tolist())
+        assert set(part.event.tolist()) <= events and len(part) > 0
+        assert list(store._cache)[-1] == ("ttbar", path)
+    assert sum(len(store.partition("ttbar", p)) for p in files) == int(np.sum(v.dataset == "ttbar"))
+    # pass 2 through the store equals pass 2 through the in-memory scores
+    a = run_pass2(fs, ScoreAnalysis(v), chunksize=40, progress=False)
+    b = run_pass2(fs, StoreAnalysis(store), chunksize=40, progress=False)
+    np.testing.assert_array_equal(a["hist"].view(), b["hist"].view())
+    with pytest.raises(InputError, match="no scores for file"):
+        store.partition("ttbar", "elsewhere.root")
+    with pytest.raises(InputError, match="not a ScoreStore"):
+        ScoreStore(tmp_path)
+
+
+def _model_for(f):
+    from advsyst.models import train_classifier
+
+    m, _ = train_classifier(f["X"], f["y"], f["w"], hidden=(8,), epochs=1, progress=False)
+    return m.eval()

@@ -71,12 +71,13 @@ from typing import Any
 
 import numpy as np
 
-from advsyst._io import atomic_savez, provenance, to_jsonable
+from advsyst._io import atomic_savez, atomic_write_text, provenance, to_jsonable
 from advsyst.errors import ConfigError, InputError
 
 __all__ = [
     "KEY_FIELDS",
     "VariedScores",
+    "ScoreStore",
     "build_varied_scores",
     "normalize_weights",
     "sum_gen_weights",
@@ -672,6 +673,200 @@ class _LookupKernel:
             self.dataset, run, lumi, event, jet_index, missing=self.missing, jets=extra
         )
         return ak.zip(scores, depth_limit=None)
+
+
+# ---------------------------------------------------------------------- partitioned store
+_STORE_FORMAT = "advsyst.ScoreStore/1"
+
+
+def _file_event_keys(path: str, tree: str, uproot_options: Mapping[str, Any] | None) -> np.ndarray:
+    import uproot
+
+    from advsyst.processors.builders import _pack
+
+    with uproot.open(path, **dict(uproot_options or {})) as f:
+        t = f[tree]
+        names = [b for b in ("run", "luminosityBlock", "event") if b in t]
+        a = t.arrays(names, library="np")
+    n = len(a["event"])
+    zero = np.zeros(n, dtype=np.uint64)
+    return _pack(
+        a.get("run", zero).astype(np.uint64),
+        a.get("luminosityBlock", zero).astype(np.uint64),
+        a["event"].astype(np.uint64),
+    )
+
+
+class ScoreStore:
+    """Varied scores partitioned by file on disk, looked up by pass-2 chunks.
+
+    The object itself is a small handle (directory, index, systematics): it travels to the
+    workers instead of the per-jet arrays, and each pass-2 chunk loads only the partition
+    of its own file (``events.metadata["filename"]``), cached per process.  Partitions hold
+    the key columns and scores of one (dataset, file), without per-jet dataset names.
+
+    Write one with :meth:`write` after :func:`build_varied_scores`; in the analysis use
+    ``store.lookup_jagged(dataset, run, lumi, event, jet_index, filename=...)`` exactly
+    like :meth:`VariedScores.lookup_jagged`.  In coffea's dask mode the partition's file
+    is not known to the lookup, so the dataset's partitions are loaded together.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], cache_size: int = 2) -> None:
+        self.directory = Path(directory)
+        try:
+            index = json.loads((self.directory / "index.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{self.directory}: not a ScoreStore ({exc})") from exc
+        if index.get("format") != _STORE_FORMAT:
+            raise InputError(f"{self.directory}: not a ScoreStore (format {index.get('format')})")
+        self.partitions: dict[str, dict[str, str]] = index["partitions"]
+        self._systematics: list[str] = list(index["systematics"])
+        sel = (index.get("provenance", {}).get("pass1", {}) or {}).get("selection")
+        self._pass1 = {"pass1": {"selection": sel}} if sel else {}
+        self.cache_size = int(cache_size)
+        self._cache: dict[tuple[str, str], VariedScores] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_cache"] = {}  # never ship loaded partitions
+        return state
+
+    @classmethod
+    def write(
+        cls,
+        varied: VariedScores,
+        fileset: Any,
+        directory: str | os.PathLike[str],
+        *,
+        uproot_options: Mapping[str, Any] | None = None,
+        treename: str = "Events",
+    ) -> ScoreStore:
+        """Partition ``varied`` by the file each jet's event is in and write it.
+
+        Each file's ``(run, luminosityBlock, event)`` are read (three branches) to assign
+        the jets; every jet must land in exactly one file of its dataset.
+        """
+        from advsyst.processors.builders import _pack
+        from advsyst.processors.run import normalize_fileset
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        norm = normalize_fileset(fileset, treename)
+        jet_keys = _pack(
+            varied.run.astype(np.uint64),
+            varied.luminosityBlock.astype(np.uint64),
+            varied.event.astype(np.uint64),
+        )
+        assigned = np.zeros(len(varied), dtype=np.int64)
+        partitions: dict[str, dict[str, str]] = {}
+        k = 0
+        for ds in varied.datasets:
+            if ds not in norm:
+                raise InputError(f"dataset {ds!r} of the scores is not in the fileset")
+            in_ds = varied.dataset == ds
+            partitions[ds] = {}
+            for path, tree in norm[ds]["files"].items():
+                ev = _file_event_keys(path, tree, uproot_options)
+                rows = np.flatnonzero(in_ds & np.isin(jet_keys, ev))
+                assigned[rows] += 1
+                name = f"part{k:05d}.npz"
+                k += 1
+                part = {
+                    "run": varied.run[rows].astype(np.uint32),
+                    "luminosityBlock": varied.luminosityBlock[rows].astype(np.uint32),
+                    "event": varied.event[rows],
+                    "jet_index": varied.jet_index[rows].astype(np.uint32),
+                    "nominal": varied.nominal[rows],
+                }
+                for i, (up, down) in enumerate(varied.varied.values()):
+                    part[f"up_{i}"], part[f"down_{i}"] = up[rows], down[rows]
+                atomic_savez(out / name, **part)
+                partitions[ds][str(path)] = name
+        if np.any(assigned != 1):
+            i = int(np.flatnonzero(assigned != 1)[0])
+            raise InputError(
+                f"{int((assigned != 1).sum())} jets are in {int(assigned[i])} files of their "
+                f"dataset instead of one; first: "
+                f"{_fmt_key(*(getattr(varied, f)[i] for f in KEY_FIELDS))}"
+            )
+        index = {
+            "format": _STORE_FORMAT,
+            "systematics": varied.systematics(),
+            "varied_names": list(varied.varied),
+            "partitions": partitions,
+            "provenance": to_jsonable(varied.provenance),
+        }
+        atomic_write_text(out / "index.json", json.dumps(index, default=str))
+        return cls(out)
+
+    def systematics(self) -> list[str]:
+        """``["nominal", "<name>Up", "<name>Down", ...]``."""
+        return list(self._systematics)
+
+    def _load(self, dataset: str, names: Sequence[str]) -> VariedScores:
+        parts = []
+        for name in names:
+            with np.load(self.directory / name, allow_pickle=False) as f:
+                parts.append({k: f[k] for k in f.files})
+        n_var = (len(self._systematics) - 1) // 2
+        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+        varied_names = [s[:-2] for s in self._systematics[1::2]]
+        return VariedScores(
+            dataset=np.full(len(cat["nominal"]), dataset),
+            run=cat["run"],
+            luminosityBlock=cat["luminosityBlock"],
+            event=cat["event"],
+            jet_index=cat["jet_index"],
+            nominal=cat["nominal"],
+            varied={varied_names[i]: (cat[f"up_{i}"], cat[f"down_{i}"]) for i in range(n_var)},
+            provenance=self._pass1,
+        )
+
+    def partition(self, dataset: str, filename: str | None = None) -> VariedScores:
+        """The scores of one file of ``dataset`` (all its files when ``filename`` is None),
+        loaded once per process (the last ``cache_size`` kept)."""
+        files = self.partitions.get(str(dataset))
+        if files is None:
+            raise InputError(
+                f"no scores for dataset {dataset!r} (known: {sorted(self.partitions)})"
+            )
+        key = (str(dataset), "" if filename is None else str(filename))
+        if key in self._cache:
+            return self._cache[key]
+        if filename is None:
+            names = list(files.values())
+        else:
+            if str(filename) not in files:
+                raise InputError(
+                    f"no scores for file {filename!r} of dataset {dataset!r}: pass 1 skipped "
+                    f"it or did not read it (files with scores: {sorted(files)[:5]})"
+                )
+            names = [files[str(filename)]]
+        part = self._load(str(dataset), names)
+        while self._cache and len(self._cache) >= self.cache_size:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = part
+        return part
+
+    def lookup_jagged(
+        self,
+        dataset: str,
+        run: Any,
+        lumi: Any,
+        event: Any,
+        jet_index: Any,
+        *,
+        filename: str | None = None,
+        missing: str = "raise",
+        jets: Any = None,
+    ) -> dict[str, Any]:
+        """:meth:`VariedScores.lookup_jagged` on the partition of ``filename`` (give
+        ``events.metadata["filename"]``; None or dask mode: the dataset's partitions)."""
+        if _is_dask(jet_index) or _is_dask(event):
+            filename = None
+        return self.partition(dataset, filename).lookup_jagged(
+            dataset, run, lumi, event, jet_index, missing=missing, jets=jets
+        )
 
 
 # ---------------------------------------------------------------------- attack step
