@@ -348,13 +348,15 @@ def apply_processor_dask(
     uproot_options: Mapping[str, Any] | None = None,
     maxchunks: int | None = None,
     skip_bad_files: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Run a processor in coffea's dask mode and compute it: ``preprocess`` (steps of
     ``chunksize`` entries) + ``apply_to_fileset`` + ``dask.compute``.
 
     ``scheduler``: a ``distributed.Client`` (its cluster) or a dask scheduler name;
     default local threads (``workers``), sync for one worker.  Returns
-    ``{dataset: computed output}``.
+    ``{dataset: computed output}``.  ``progress``: dask's progress bar on local
+    schedulers (a ``distributed`` cluster has its dashboard).
     """
     import dask
     from coffea.dataset_tools import apply_to_fileset, preprocess
@@ -391,7 +393,13 @@ def apply_processor_dask(
     if scheduler is None:  # local threads; a distributed.Client runs on its cluster
         scheduler = "sync" if int(workers) <= 1 else "threads"
     kw = {"num_workers": max(1, int(workers))} if isinstance(scheduler, str) else {}
-    (computed,) = dask.compute(outputs, scheduler=scheduler, **kw)
+    if progress and isinstance(scheduler, str):
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            (computed,) = dask.compute(outputs, scheduler=scheduler, **kw)
+    else:  # on a distributed.Client its dashboard shows the progress
+        (computed,) = dask.compute(outputs, scheduler=scheduler, **kw)
     return dict(computed)
 
 
@@ -510,6 +518,7 @@ def extract_features(
             uproot_options=uproot_options,
             maxchunks=maxchunks,
             skip_bad_files=skip_bad_files,
+            progress=progress,
         )
         merged = _concat([(ds, per_ds[ds]) for ds, _ in order if ds in per_ds], proc)
     else:

@@ -1395,6 +1395,7 @@ def run_pass2(
             uproot_options=uproot_options,
             maxchunks=maxchunks,
             skip_bad_files=skip_bad_files,
+            progress=progress,
         )
         merged = accumulate([per_ds[ds] for ds in norm if ds in per_ds])
         post = getattr(processor_instance, "postprocess", None)
