@@ -5,7 +5,8 @@ correlation matrix of all jets of the control region together), so it cannot run
 by chunk inside a coffea processor: a chunk sees only a slice of the jets.  The attack
 therefore sits between two passes over the files::
 
-    pass 1   advsyst's feature processor, chunk by chunk     extract_features(fileset)
+    pass 1   a feature builder, chunk by chunk: the          run_pass1(fileset, builder=...)
+             analyst's own or advsyst's processor;
              coffea merges the per-jet features              -> {"X", "dataset", "run",
                                                                   "luminosityBlock",
                                                                   "event", "jet_index", ...}
@@ -49,12 +50,30 @@ Rules
 * Down templates: a variation that gives no down features (CONSERVAttack, FGSM, ...) is
   mirrored in score space, ``clip(2 * nominal - up, 0, 1)``, exactly as
   :func:`advsyst.systematics.fill_variations` does.
+* Own features: ``run_pass1(fileset, builder=f)`` runs any ``f(events) -> per-jet
+  arrays`` (contract and checks in :mod:`advsyst.processors.builders`); advsyst's two
+  processors are such builders and the default.
+* Labels come from ``metadata["label"]`` (or the builder), weights are normalised per
+  dataset to ``xsec * lumi / sum(genWeight)`` (``Runs/genEventSumw`` or a pre-pass;
+  :func:`normalize_weights`), collision data has weight 1, negative weights keep their
+  sign through the attack.
 * Executors: pass 2 runs the analyst's processor in coffea's virtual (eager) mode with
   ``processor.Runner`` — ``IterativeExecutor``, ``FuturesExecutor`` or, for ``"dask"``,
-  ``DaskExecutor`` on a ``distributed`` client — so the same processor code serves all
-  three.  The VariedScores object travels inside the processor instance (a few tens of
-  bytes per jet).  Pass 1 with ``"dask"`` uses ``coffea.dataset_tools.apply_to_fileset``
-  (on the client's cluster when one is given).
+  ``DaskExecutor`` on a ``distributed`` client — or, with ``run_pass2(mode="dask")``, in
+  coffea's dask mode (``apply_to_fileset``, dask-awkward arrays, ``hist.dask``), where
+  :meth:`VariedScores.lookup_jagged` returns lazy arrays through
+  ``dask_awkward.map_partitions``.  The same processor code serves all of them.  The
+  VariedScores object travels inside the processor instance; for large samples write a
+  :class:`ScoreStore` (scores partitioned by file) and let each chunk load its own
+  file's partition.  Pass 1 with ``"dask"`` uses ``coffea.dataset_tools.apply_to_fileset``
+  for advsyst's processors (on the client's cluster when one is given).
+* The uncertainty table: :meth:`VariedScores.outcomes` and
+  :meth:`VariedScores.detector_efficiency` give
+  :func:`~advsyst.systematics.build_uncertainty_table` the NumPy API's inputs.
+* Operations: ``skip_bad_files`` (skipped files are reported and left out of pass 2),
+  progress bars on by default, ``maxchunks`` / ``checkpointer`` / ``uproot_options``
+  pass through; a pass-2 jet that pass 1 did not select raises an error naming pass 1's
+  cut to loosen.
 """
 
 from __future__ import annotations
@@ -1476,6 +1495,7 @@ def two_pass(
     checkpointer: Any = None,
     uproot_options: Mapping[str, Any] | None = None,
     lumi: float | None = None,
+    pass2_mode: str = "eager",
 ) -> Any:
     """Pass 1, the variations on the merged features, pass 2 (see the module docstring).
 
@@ -1518,6 +1538,9 @@ def two_pass(
         coffea progress bars in both passes (default on).
     maxchunks, checkpointer, uproot_options, lumi
         See :func:`run_pass1` (``maxchunks`` and ``checkpointer`` apply to both passes).
+    pass2_mode
+        ``"eager"`` (``processor.Runner``) or ``"dask"`` (``apply_to_fileset``; the
+        processor is written for dask-awkward arrays), see :func:`run_pass2`.
 
     Returns
     -------
@@ -1580,5 +1603,7 @@ def two_pass(
             skip_files=skipped,
             maxchunks=maxchunks,
             checkpointer=checkpointer,
+            mode=pass2_mode,
+            uproot_options=uproot_options if pass2_mode == "dask" else None,
         )
     return (out, varied) if return_scores else out
