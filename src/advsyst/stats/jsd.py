@@ -16,7 +16,7 @@ import numpy as np
 from advsyst.errors import InputError
 from advsyst.stats.binning import FeatureBinning, check_finite
 
-__all__ = ["js_term", "jsd", "jsd_per_feature", "HistogramTracker"]
+__all__ = ["js_term", "jsd", "histogram_jsd", "jsd_per_feature", "HistogramTracker"]
 
 
 def js_term(p: np.ndarray | float, q: np.ndarray | float) -> np.ndarray:
@@ -30,21 +30,29 @@ def js_term(p: np.ndarray | float, q: np.ndarray | float) -> np.ndarray:
     return 0.5 * (tp + tq)
 
 
+def histogram_jsd(H0: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """Jensen–Shannon distance (base 2) along the last axis of two histogram arrays.
+
+    Broadcasts (e.g. ``H0`` (d, S) against ``H`` (B, d, S)); slots with negative net content
+    count as zero and each histogram is renormalised over the rest.
+    """
+    p = np.clip(np.asarray(H0, dtype=np.float64), 0.0, None)
+    q = np.clip(np.asarray(H, dtype=np.float64), 0.0, None)
+    sp = p.sum(axis=-1, keepdims=True)
+    sq = q.sum(axis=-1, keepdims=True)
+    if (sp <= 0).any() or (sq <= 0).any():
+        raise InputError("Jensen-Shannon distance of a histogram without positive content")
+    return np.sqrt(np.clip(js_term(p / sp, q / sq).sum(axis=-1), 0.0, None))
+
+
 def jsd(p: np.ndarray, q: np.ndarray) -> float:
     """Jensen–Shannon distance (base 2) between two (unnormalised) histograms.
 
     Signed event weights can leave a slot with negative net content: such a slot counts
     as zero and both histograms are renormalised over what remains (the convention of
-    the attack engine, :mod:`advsyst.attacks._kernels`).
+    the attack engine, :mod:`advsyst.attacks._kernels`); see :func:`histogram_jsd`.
     """
-    p = np.clip(np.asarray(p, dtype=np.float64), 0.0, None)
-    q = np.clip(np.asarray(q, dtype=np.float64), 0.0, None)
-    sp, sq = p.sum(), q.sum()
-    if sp <= 0 or sq <= 0:
-        raise InputError(
-            "Jensen-Shannon distance of a histogram without positive content is undefined"
-        )
-    return float(np.sqrt(max(js_term(p / sp, q / sq).sum(), 0.0)))
+    return float(histogram_jsd(p, q))
 
 
 def jsd_per_feature(
