@@ -315,7 +315,7 @@ class _JetProcessorBase(processor.ProcessorABC):
         label: int | None = None,
         is_data: bool | None = None,
         regions: Mapping[str, RegionCut] | None = None,
-        truth_label_branch: str = "truthLabel",
+        truth_label_branch: str | None = None,
         truth_match_branch: str = "truthMatch",
     ) -> None:
         self.jet_collection = jet_collection
@@ -391,7 +391,8 @@ class _JetProcessorBase(processor.ProcessorABC):
                 inputs[key] = events[key]
         if not is_data and "genWeight" in fields:
             inputs["genWeight"] = events["genWeight"]
-        if not is_data and label is None and self.truth_label_branch in fields[jc]:
+        tlb = self.truth_label_branch
+        if not is_data and label is None and tlb is not None and tlb in fields[jc]:
             inputs["truth_label"] = jets[self.truth_label_branch]
         if self.require_truth_match and not is_data:
             if self.truth_match_branch not in fields[jc]:
@@ -497,6 +498,15 @@ class _JetProcessorBase(processor.ProcessorABC):
     def postprocess(self, accumulator: Any) -> Any:
         return accumulator
 
+    def __call__(self, events: Any) -> dict[str, np.ndarray]:
+        """Feature-builder interface (see :mod:`advsyst.processors.builders`): the
+        per-jet arrays of one chunk of eager events."""
+        if _is_dask(events):
+            raise TypeError("call the builder on eager (virtual-mode) events; use process()")
+        ctx = self._context(events)
+        inputs = self.gather(events, is_data=ctx["is_data"], label=ctx["label"])
+        return self.compute(inputs, label=ctx["label"], is_data=ctx["is_data"])
+
 
 class JetConstituentProcessor(_JetProcessorBase):
     """PFNano: first ``n_constituents`` constituents per jet, raw and TopoDNN-style.
@@ -511,7 +521,11 @@ class JetConstituentProcessor(_JetProcessorBase):
         Keep only simulated jets whose ``truthMatch`` branch is > 0 (the jet contains a
         full hadronic top or W decay); ignored for data.
     label : int, optional
-        Label of every jet (overrides fileset metadata and the truth branch).
+        Label of every jet (overrides fileset metadata ``"label"``).
+    truth_label_branch : str, optional
+        Jet branch to read labels from when neither ``label`` nor metadata gives one.
+        Default None: real NanoAOD has no such branch, so labels come from the fileset
+        metadata; ``"truthLabel"`` reads the branch ``advsyst generate`` writes.
     is_data : bool, optional
         Force data/simulation; default from metadata, else from ``genWeight``'s absence.
     regions : mapping of str to RegionCut, optional
@@ -520,6 +534,11 @@ class JetConstituentProcessor(_JetProcessorBase):
         Constituents kept (30).
     pt_scale : "jet" or float
         TopoDNN pT scaling.
+    puppi_weight : {"auto", True, False}
+        Multiply each constituent's pT by its ``puppiWeight`` (PUPPI jets, as CMS taggers
+        see them).  ``"auto"`` (default): when the candidates carry ``puppiWeight``
+        (PFNano ``PFCands_puppiWeight``, NanoAOD v15 ``PFCand_puppiWeight``), else plain
+        pT; True: require the branch (MissingBranchError when absent); False: never.
     """
 
     def __init__(
@@ -528,11 +547,15 @@ class JetConstituentProcessor(_JetProcessorBase):
         *,
         n_constituents: int = N_CONSTITUENTS,
         pt_scale: str | float = "jet",
+        puppi_weight: str | bool = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(jet_collection, **kwargs)
         self.n_constituents = int(n_constituents)
         self.pt_scale = pt_scale
+        if puppi_weight not in ("auto", True, False):
+            raise ValueError(f"puppi_weight must be 'auto', True or False, got {puppi_weight!r}")
+        self.puppi_weight = puppi_weight
 
     @property
     def feature_names(self) -> list[str]:
@@ -551,15 +574,25 @@ class JetConstituentProcessor(_JetProcessorBase):
         cands = events[layout.candidates]
         for v in _KINEMATICS:
             out[f"cand_{v}"] = cands[v]
+        has_puppi = "puppiWeight" in fields.get(layout.candidates, ())
+        if self.puppi_weight is True and not has_puppi:
+            raise MissingBranchError(
+                f"puppi_weight=True needs {layout.candidates}_puppiWeight, absent here"
+            )
+        if self.puppi_weight is not False and has_puppi:
+            out["cand_puppiWeight"] = cands["puppiWeight"]
         return out
 
     def _features(self, inputs: Mapping[str, Any], n_jets: np.ndarray, sel: np.ndarray):
-        counts, (cpt, ceta, cphi) = constituents_from_index(
-            n_jets,
-            inputs["assoc_jet"],
-            inputs.get("assoc_cand"),
-            [inputs["cand_pt"], inputs["cand_eta"], inputs["cand_phi"]],
+        fields = [inputs["cand_pt"], inputs["cand_eta"], inputs["cand_phi"]]
+        if "cand_puppiWeight" in inputs:
+            fields.append(inputs["cand_puppiWeight"])
+        counts, values = constituents_from_index(
+            n_jets, inputs["assoc_jet"], inputs.get("assoc_cand"), fields
         )
+        cpt, ceta, cphi = values[:3]
+        if len(values) == 4:  # PUPPI: the constituent pT the jet algorithm used
+            cpt = cpt * values[3]
         # keep the constituents of selected jets only
         owner_sel = np.repeat(sel, counts)
         c_sel = counts[sel]

@@ -36,6 +36,9 @@ from advsyst.errors import AdvsystError, ConfigError, InputError, UnreadableFile
 
 __all__ = [
     "extract_features",
+    "extract_with_builder",
+    "make_executor",
+    "apply_processor_dask",
     "normalize_fileset",
     "check_files",
     "make_processor",
@@ -121,7 +124,10 @@ def normalize_fileset(
 
 
 def check_files(
-    fileset: Mapping[str, Mapping[str, Any]], *, skip_bad_files: bool = False
+    fileset: Mapping[str, Mapping[str, Any]],
+    *,
+    skip_bad_files: bool = False,
+    uproot_options: Mapping[str, Any] | None = None,
 ) -> FileReport:
     """Open every file; drop unreadable (when skipping) and empty ones.
 
@@ -137,7 +143,7 @@ def check_files(
         files: dict[str, str] = {}
         for path, tree in spec["files"].items():
             try:
-                with uproot.open(path) as f:
+                with uproot.open(path, **dict(uproot_options or {})) as f:
                     if tree not in f:
                         raise KeyError(f"no tree {tree!r} (keys: {f.keys()[:10]})")
                     t = f[tree]
@@ -251,6 +257,31 @@ def _unwrap(exc: BaseException) -> BaseException | None:
     return None
 
 
+def make_executor(
+    executor: str,
+    *,
+    workers: int = 1,
+    client: Any = None,
+    progress: bool = False,
+    desc: str = "Processing",
+) -> Any:
+    """coffea executor for ``"iterative"``, ``"futures"`` or ``"dask"`` (``DaskExecutor``
+    on ``client``, which must be given), with or without progress bars."""
+    from coffea import processor
+
+    if executor == "iterative":
+        return processor.IterativeExecutor(status=bool(progress), desc=desc)
+    if executor == "futures":
+        return processor.FuturesExecutor(
+            workers=max(1, int(workers)), status=bool(progress), desc=desc
+        )
+    if executor == "dask":
+        if client is None:
+            raise ConfigError("executor 'dask' needs a distributed.Client")
+        return processor.DaskExecutor(client=client, status=bool(progress), desc=desc)
+    raise ConfigError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+
+
 def _run_runner(
     fileset: dict[str, dict[str, Any]],
     proc: _JetProcessorBase,
@@ -259,14 +290,11 @@ def _run_runner(
     executor: str,
     chunksize: int,
     workers: int,
+    progress: bool = False,
+    **runner_options: Any,
 ) -> dict[tuple[str, str, int], dict[str, np.ndarray]]:
-    from coffea import processor
-
-    if executor == "iterative":
-        ex = processor.IterativeExecutor(status=False)
-    else:
-        ex = processor.FuturesExecutor(workers=max(1, int(workers)), status=False)
-    out = run_with_runner(fileset, proc, schema_cls, ex, chunksize=chunksize)
+    ex = make_executor(executor, workers=workers, progress=progress, desc="pass 1")
+    out = run_with_runner(fileset, proc, schema_cls, ex, chunksize=chunksize, **runner_options)
     return dict((out or {}).get("chunks", {}))
 
 
@@ -277,12 +305,17 @@ def run_with_runner(
     executor: Any,
     *,
     chunksize: int,
+    skipbadfiles: bool = False,
+    maxchunks: int | None = None,
+    checkpointer: Any = None,
 ) -> Any:
     """Run ``processor_instance`` with ``coffea.processor.Runner`` on ``executor``.
 
     A fresh metadata cache is used on every call (coffea's shared default would hand back
     the user metadata, e.g. labels, of an earlier run over the same dataset name and file),
     and an advsyst error raised inside a chunk is re-raised as itself, not wrapped.
+    ``skipbadfiles``, ``maxchunks`` and ``checkpointer`` (a
+    ``coffea.processor.checkpointer.CheckpointerABC``) go to the Runner.
     """
     from coffea import processor
 
@@ -290,7 +323,9 @@ def run_with_runner(
         executor=executor,
         schema=schema_cls,
         chunksize=int(chunksize),
-        skipbadfiles=False,
+        skipbadfiles=bool(skipbadfiles),
+        maxchunks=None if maxchunks is None else int(maxchunks),
+        checkpointer=checkpointer,
         metadata_cache={},
     )
     try:
@@ -302,16 +337,27 @@ def run_with_runner(
         raise
 
 
-def _run_dask(
+def apply_processor_dask(
     fileset: dict[str, dict[str, Any]],
-    proc: _JetProcessorBase,
+    processor_instance: Any,
     schema_cls: type,
     *,
     chunksize: int,
-    workers: int,
+    workers: int = 1,
     scheduler: Any = None,
-) -> dict[str, dict[str, np.ndarray]]:
-    import awkward as ak
+    uproot_options: Mapping[str, Any] | None = None,
+    maxchunks: int | None = None,
+    skip_bad_files: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run a processor in coffea's dask mode and compute it: ``preprocess`` (steps of
+    ``chunksize`` entries) + ``apply_to_fileset`` + ``dask.compute``.
+
+    ``scheduler``: a ``distributed.Client`` (its cluster) or a dask scheduler name;
+    default local threads (``workers``), sync for one worker.  Returns
+    ``{dataset: computed output}``.  ``progress``: dask's progress bar on local
+    schedulers (a ``distributed`` cluster has its dashboard).
+    """
     import dask
     from coffea.dataset_tools import apply_to_fileset, preprocess
 
@@ -325,16 +371,47 @@ def _run_dask(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         available, _ = preprocess(
-            spec, step_size=int(chunksize), skip_bad_files=False, preprocess_legacy_root=True
+            spec,
+            step_size=int(chunksize),
+            skip_bad_files=bool(skip_bad_files),
+            preprocess_legacy_root=True,
+            uproot_options=dict(uproot_options or {}),
         )
     # preprocess may drop the metadata of legacy dicts; restore it
     for ds in available:
         available[ds]["metadata"] = dict(fileset[ds]["metadata"])
-    outputs = apply_to_fileset(proc, available, schemaclass=schema_cls)
+    if maxchunks is not None:
+        from coffea.dataset_tools import max_chunks
+
+        available = max_chunks(available, int(maxchunks))
+    outputs = apply_to_fileset(
+        processor_instance,
+        available,
+        schemaclass=schema_cls,
+        uproot_options=dict(uproot_options or {}),
+    )
     if scheduler is None:  # local threads; a distributed.Client runs on its cluster
         scheduler = "sync" if int(workers) <= 1 else "threads"
     kw = {"num_workers": max(1, int(workers))} if isinstance(scheduler, str) else {}
-    (computed,) = dask.compute(outputs, scheduler=scheduler, **kw)
+    if progress and isinstance(scheduler, str):
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            (computed,) = dask.compute(outputs, scheduler=scheduler, **kw)
+    else:  # on a distributed.Client its dashboard shows the progress
+        (computed,) = dask.compute(outputs, scheduler=scheduler, **kw)
+    return dict(computed)
+
+
+def _run_dask(
+    fileset: dict[str, dict[str, Any]],
+    proc: _JetProcessorBase,
+    schema_cls: type,
+    **options: Any,
+) -> dict[str, dict[str, np.ndarray]]:
+    import awkward as ak
+
+    computed = apply_processor_dask(fileset, proc, schema_cls, **options)
     result = {}
     for ds, out in computed.items():
         jets = out["jets"]
@@ -355,6 +432,10 @@ def extract_features(
     quiet_schema: bool = True,
     treename: str = "Events",
     scheduler: Any = None,
+    progress: bool = False,
+    maxchunks: int | None = None,
+    checkpointer: Any = None,
+    uproot_options: Mapping[str, Any] | None = None,
     **processor_options: Any,
 ) -> dict[str, np.ndarray]:
     """Per-jet features of every selected jet in a fileset.
@@ -385,6 +466,16 @@ def extract_features(
     scheduler : str or distributed.Client, optional
         ``executor="dask"`` only: the dask scheduler (e.g. a ``distributed.Client`` to
         run on its cluster); default local threads (``workers``), sync for one worker.
+    progress : bool
+        coffea's progress bars (iterative/futures executors).
+    maxchunks : int, optional
+        Process at most this many chunks per dataset (coffea's ``maxchunks``; per file
+        in dask mode, ``coffea.dataset_tools.max_chunks``).
+    checkpointer : coffea CheckpointerABC, optional
+        coffea's chunk checkpointing (iterative/futures executors).
+    uproot_options : mapping, optional
+        Options for ``uproot.open`` in the file checks and, in dask mode, for
+        ``preprocess`` / ``apply_to_fileset`` (coffea's ``Runner`` takes none).
     **processor_options
         ``jet_max_abs_eta``, ``require_truth_match``, ``regions``, ``variables`` (nanoaod),
         ``pt_scale`` / ``n_constituents`` (pfnano), ...
@@ -406,7 +497,9 @@ def extract_features(
     if schema not in _SCHEMAS:
         raise ConfigError(f"schema must be one of {sorted(_SCHEMAS)}, got {schema!r}")
     norm = normalize_fileset(fileset, treename)
-    report = check_files(norm, skip_bad_files=skip_bad_files)
+    if checkpointer is not None and executor == "dask":
+        raise ConfigError("checkpointer works with the iterative and futures executors only")
+    report = check_files(norm, skip_bad_files=skip_bad_files, uproot_options=uproot_options)
     proc = make_processor(schema, jet_collection, jet_min_pt=jet_min_pt, **processor_options)
     proc = _preflight(proc, report)
     schema_cls = _SCHEMAS[schema][1 if quiet_schema else 0]
@@ -416,16 +509,118 @@ def extract_features(
         merged = _concat([], proc)
     elif executor == "dask":
         per_ds = _run_dask(
-            live, proc, schema_cls, chunksize=chunksize, workers=workers, scheduler=scheduler
+            live,
+            proc,
+            schema_cls,
+            chunksize=chunksize,
+            workers=workers,
+            scheduler=scheduler,
+            uproot_options=uproot_options,
+            maxchunks=maxchunks,
+            skip_bad_files=skip_bad_files,
+            progress=progress,
         )
         merged = _concat([(ds, per_ds[ds]) for ds, _ in order if ds in per_ds], proc)
     else:
         chunks = _run_runner(
-            live, proc, schema_cls, executor=executor, chunksize=chunksize, workers=workers
+            live,
+            proc,
+            schema_cls,
+            executor=executor,
+            chunksize=chunksize,
+            workers=workers,
+            progress=progress,
+            skipbadfiles=skip_bad_files,
+            maxchunks=maxchunks,
+            checkpointer=checkpointer,
         )
         merged = _merge(order, chunks, proc)
     merged["feature_names"] = np.array(proc.feature_names, dtype=str)
     merged["raw_feature_names"] = np.array(proc.raw_feature_names, dtype=str)
     merged["region_names"] = np.array(list(proc.regions), dtype=str)
+    merged["skipped_files"] = np.array([p for _, p, _ in report.skipped], dtype=str)
+    return merged
+
+
+def extract_with_builder(
+    fileset: Mapping[str, Any] | Sequence[str | os.PathLike[str]],
+    builder: Any,
+    *,
+    schema: str = "nanoaod",
+    executor: str = "iterative",
+    chunksize: int = 50_000,
+    workers: int = 1,
+    client: Any = None,
+    skip_bad_files: bool = False,
+    quiet_schema: bool = True,
+    treename: str = "Events",
+    progress: bool = False,
+    maxchunks: int | None = None,
+    checkpointer: Any = None,
+    uproot_options: Mapping[str, Any] | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-jet arrays of an analyst's feature builder over a fileset.
+
+    ``builder(events) -> {"X", "run", "luminosityBlock", "event", "jet_index", ...}`` on
+    eager (virtual-mode) events; its contract and checks are in
+    :mod:`advsyst.processors.builders`.  It runs in ``processor.Runner`` with the
+    iterative, futures or (``client`` given) dask executor; chunks are put back in
+    fileset order, so every executor returns identical arrays.
+
+    Returns
+    -------
+    dict of np.ndarray
+        The builder's keys (``y`` and ``w`` filled in when absent), ``dataset``,
+        ``feature_names`` (the builder's, else ``f0, f1, ...``), ``region_names`` and
+        ``skipped_files``.
+    """
+    from advsyst.processors.builders import BuilderProcessor, concat_builder_chunks
+
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    if executor == "dask" and client is None:
+        raise ConfigError("executor 'dask' with a feature builder needs a distributed.Client")
+    if int(chunksize) < 1:
+        raise ConfigError(f"chunksize must be >= 1, got {chunksize}")
+    if schema not in _SCHEMAS:
+        raise ConfigError(f"schema must be one of {sorted(_SCHEMAS)}, got {schema!r}")
+    proc = builder if isinstance(builder, BuilderProcessor) else BuilderProcessor(builder)
+    norm = normalize_fileset(fileset, treename)
+    report = check_files(norm, skip_bad_files=skip_bad_files, uproot_options=uproot_options)
+    live = {ds: v for ds, v in report.fileset.items() if v["files"]}
+    order = [(ds, list(v["files"])) for ds, v in live.items()]
+    merged: dict[str, np.ndarray] = {}
+    if live:
+        ex = make_executor(executor, workers=workers, client=client, progress=progress,
+                           desc="pass 1")  # fmt: skip
+        out = run_with_runner(
+            live,
+            proc,
+            _SCHEMAS[schema][1 if quiet_schema else 0],
+            ex,
+            chunksize=chunksize,
+            skipbadfiles=skip_bad_files,
+            maxchunks=maxchunks,
+            checkpointer=checkpointer,
+        )
+        merged = concat_builder_chunks(order, dict((out or {}).get("chunks", {})), proc.name)
+    names = proc.feature_names
+    if not merged:
+        d = 0 if names is None else len(names)
+        merged = {
+            "X": np.zeros((0, d)),
+            **{k: np.zeros(0, dtype=np.int64) for k in ("run", "luminosityBlock", "jet_index")},
+            "event": np.zeros(0, dtype=np.uint64),
+            "y": np.zeros(0, dtype=np.int64),
+            "w": np.zeros(0),
+            "dataset": np.zeros(0, dtype="<U1"),
+        }
+    d = merged["X"].shape[1]
+    merged["feature_names"] = np.array(
+        names if names is not None else [f"f{i}" for i in range(d)], dtype=str
+    )
+    merged["region_names"] = np.array(
+        [k[len("region_") :] for k in merged if k.startswith("region_")], dtype=str
+    )
     merged["skipped_files"] = np.array([p for _, p, _ in report.skipped], dtype=str)
     return merged

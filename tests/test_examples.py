@@ -84,3 +84,28 @@ def test_run_on_dask_with_gpu_resource(workdir):
     assert "pass 1 (dask):" in out
     assert "attack: submitted with resources={'GPU': 1}" in out
     assert "attack ran on device 'cpu'" in out  # no CUDA here: the task falls back
+
+
+def test_analysis_dask_awkward(workdir, tmp_path):
+    """Own builder, NLO weights, pass 2 in eager and dask mode: identical templates with the
+    project's names; the table and efficiencies come from the two-pass result."""
+    out = _run("analysis_dask_awkward.py", workdir, "--out", str(tmp_path))
+    assert "(own builder)" in out and "simulated jets with negative weight" in out
+    assert "eager and dask histograms identical: True" in out
+    assert "detector clean-jet efficiency" in out and "data " in out
+    assert (tmp_path / "uncertainty_table.md").read_text().startswith("| region | process |")
+    files = {m: tmp_path / f"templates_{m}.root" for m in ("eager", "dask")}
+    with uproot.open(files["eager"]) as fe, uproot.open(files["dask"]) as fd:
+        names = {k.split(";")[0] for k in fe.keys()}
+        assert names == {k.split(";")[0] for k in fd.keys()}
+        # 2 regions x (2 simulated processes x 5 systematics + collision data nominal)
+        assert len(names) == 22
+        assert {"signal_ttbar_nominal", "control_ww_conservattackUp", "signal_data_nominal",
+                "control_ttbar_fgsmDown"} <= names  # fmt: skip
+        for name in names:
+            np.testing.assert_array_equal(fe[name].values(), fd[name].values(), err_msg=name)
+            np.testing.assert_array_equal(fe[name].variances(), fd[name].variances())
+        assert fe["signal_ttbar_nominal"].values().sum() != 0
+    varied = VariedScores.load(tmp_path / "varied_scores.npz")
+    assert varied.provenance["pass1"]["normalization"]["ttbar"]["sumw_source"] == "Runs"
+    assert np.any(varied.weights < 0)  # signed weights reached the attack

@@ -56,7 +56,11 @@ def test_features_equal_direct_awkward_computation(ttbar_file, coll, min_pt):
     from coffea.nanoevents import NanoEventsFactory, PFNanoAODSchema
 
     res = extract_features(
-        {"tt": [str(ttbar_file)]}, jet_collection=coll, jet_min_pt=min_pt, chunksize=64
+        {"tt": [str(ttbar_file)]},
+        jet_collection=coll,
+        jet_min_pt=min_pt,
+        chunksize=64,
+        truth_label_branch="truthLabel",  # opt-in: real NanoAOD has no such branch
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

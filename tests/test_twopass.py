@@ -79,7 +79,7 @@ def varied(features, model) -> VariedScores:
     return build_varied_scores(features, model, ["fgsm", "shift"], opts)
 
 
-def _toy(rng: np.random.Generator, n: int = 500) -> VariedScores:
+def _toy(rng: np.random.Generator, n: int = 500, **extra: Any) -> VariedScores:
     keys = np.unique(
         np.column_stack(
             [
@@ -108,6 +108,7 @@ def _toy(rng: np.random.Generator, n: int = 500) -> VariedScores:
         varied={"a": (nominal + 0.1, nominal - 0.1), "b": (nominal * 0.5, nominal * 0.25)},
         flags={"a.moved": rng.uniform(size=m) < 0.5},
         provenance={"note": "toy", "seed": 7},
+        **extra,
     )
 
 
@@ -196,7 +197,13 @@ def test_duplicate_and_inconsistent_inputs_are_rejected():
 
 
 def test_save_load_round_trip(rng, tmp_path):
-    v = _toy(rng)
+    m = len(_toy(np.random.default_rng(1)))
+    extra = {
+        "preds": {"nominal": np.arange(m) % 2, "aUp": np.arange(m) % 3 == 0},
+        "detector": {"nominal": np.linspace(0, 1, m)},
+        "weights": -np.linspace(0.5, 2, m),  # signed weights survive
+    }
+    v = _toy(np.random.default_rng(1), **extra)
     path = v.save(tmp_path / "scores.npz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.npz"]  # no temporaries
     w = VariedScores.load(path)
@@ -209,6 +216,11 @@ def test_save_load_round_trip(rng, tmp_path):
             np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(w.flags["a.moved"], v.flags["a.moved"])
     assert w.provenance == v.provenance
+    for table in ("preds", "detector"):
+        assert set(getattr(w, table)) == set(getattr(v, table)) and getattr(v, table)
+        for k, arr in getattr(v, table).items():
+            np.testing.assert_array_equal(getattr(w, table)[k], arr)
+    np.testing.assert_array_equal(w.weights, v.weights)
     perm = rng.permutation(len(v))
     np.testing.assert_array_equal(w.lookup(*_keys(v, perm))["bUp"], v.varied["b"][0][perm])
     (tmp_path / "junk.npz").write_bytes(b"not an npz")
@@ -294,8 +306,16 @@ class ScoreAnalysis(processor.ProcessorABC):
         jets = events.FatJet
         good = (jets.pt > PASS2_MIN_PT) & (abs(jets.eta) < 2.4)
         idx = ak.local_index(jets, axis=1)[good]
+        extra = (
+            {"filename": events.metadata["filename"]} if hasattr(self.varied, "partition") else {}
+        )
         scores = self.varied.lookup_jagged(
-            events.metadata["dataset"], events.run, events.luminosityBlock, events.event, idx
+            events.metadata["dataset"],
+            events.run,
+            events.luminosityBlock,
+            events.event,
+            idx,
+            **extra,
         )
         w_event = np.asarray(events.genWeight, float) * (1 + 0.25 * (events.event % 3))
         w = ak.to_numpy(ak.flatten(ak.broadcast_arrays(w_event, idx)[0]))
@@ -441,3 +461,250 @@ def test_two_pass_on_dask_matches_iterative(fileset, model):
             sel = {"dataset": ds, "systematic": syst}
             np.testing.assert_array_equal(a[sel].values(), b[sel].values())
             np.testing.assert_array_equal(a[sel].variances(), b[sel].variances())
+
+
+# ---------------------------------------------------------------------- tables
+def _detector(X: np.ndarray) -> np.ndarray:
+    """A stand-in adversarial detector: a fixed logistic function of two inputs."""
+    return 1.0 / (1.0 + np.exp(-(3.0 * X[:, 0] - 2.0 * X[:, 5])))
+
+
+@pytest.mark.parametrize("variation", ["fgsm", "shift"])
+def test_uncertainty_table_and_efficiencies_from_two_passes_equal_numpy_api(
+    fileset, sample_factory, model, variation
+):
+    """VariedScores -> outcomes -> build_uncertainty_table gives the NumPy API's numbers
+    (evaluate_dataset + detector_efficiency on the same jets), data excluded from the
+    outcomes and used for the data-vs-simulation efficiency."""
+    fs = {
+        **fileset,
+        "data": {
+            "files": {str(sample_factory("mix", N_EVENTS, 3, pseudo=True)): "Events"},
+            "metadata": {"is_data": True},
+        },
+    }
+    f = run_pass1(fs, chunksize=64, progress=False)
+    data = f["dataset"] == "data"
+    ctx = S.VariationContext(
+        y=f["y"],
+        weights=f["w"] * (1 + 0.5 * (f["event"] % 2)),  # non-trivial weights
+        control_mask=f["region_CR"],
+        feature_names=[str(n) for n in f["feature_names"]],
+        detector=_detector,
+        detector_threshold=0.4,
+    )
+    opts = {variation: OPTIONS[variation]}
+    v = build_varied_scores(f, model, [variation], opts, context=ctx, vary_mask=~data,
+                            data_mask=data)  # fmt: skip
+    got = S.build_uncertainty_table(v.outcomes(), budget=0.02, detector=v.detector_efficiency())
+    # the NumPy API on the simulated jets
+    sim = ~data
+    sub = S.VariationContext(
+        y=f["y"][sim], weights=ctx.weights[sim], control_mask=f["region_CR"][sim],
+        feature_names=ctx.feature_names, detector=_detector, detector_threshold=0.4,
+    )  # fmt: skip
+    _, outcomes = S.evaluate_dataset(
+        f["X"][sim], model, [variation], sub, opts,
+        processes=f["dataset"][sim],
+        region_masks={"signal": f["region_SR"][sim], "control": f["region_CR"][sim]},
+        min_events=0,
+    )  # fmt: skip
+    det = S.detector_efficiency(
+        _detector(f["X"][sim]), 0.4, ctx.weights[sim], _detector(f["X"][data]), ctx.weights[data]
+    )
+    ref = S.build_uncertainty_table(outcomes, budget=0.02, detector=det)
+    assert len(got.rows) == len(ref.rows) == 4  # 2 processes x 2 regions
+    rename = {"signal": "SR", "control": "CR"}  # the histogram's names for pass 1's regions
+    key = lambda r: (r.process, rename.get(r.region, r.region))  # noqa: E731
+    for a, b in zip(sorted(got.rows, key=key), sorted(ref.rows, key=key)):
+        da, db = a.to_dict(), {**b.to_dict(), "region": rename[b.region]}
+        assert da.keys() == db.keys()
+        for k in da:
+            if isinstance(da[k], float):
+                np.testing.assert_allclose(da[k], db[k], rtol=1e-12, atol=0, err_msg=k)
+            else:
+                assert da[k] == db[k], k
+    assert got.rows[0].detector_eff_data == det.data.value and det.data is not None
+    assert any(r.fooling_ratio > 0 for r in got.rows)
+    # the record survives save/load
+    assert np.all(v.flags[f"{variation}.detected"][data] == 0)
+    assert set(v.outcomes()) == {"ttbar", "ww"}
+
+
+def test_outcomes_need_predictions(rng):
+    with pytest.raises(InputError, match="carry no predicted classes"):
+        _toy(rng).outcomes()
+    with pytest.raises(InputError, match="no detector scores"):
+        _toy(rng).detector_efficiency()
+
+
+# ---------------------------------------------------------------------- pass 2, dask mode
+class DualModeAnalysis(processor.ProcessorABC):
+    """One analysis for coffea's eager (Runner) and dask (apply_to_fileset) modes."""
+
+    def __init__(self, varied: VariedScores, datasets: list[str]) -> None:
+        self.varied = varied
+        self.datasets = datasets
+
+    def process(self, events: Any) -> dict[str, Any]:
+        import dask_awkward as dak
+        import hist.dask
+
+        lazy = isinstance(events, dak.Array)
+        lib = dak if lazy else ak
+        jets = events.FatJet
+        good = (jets.pt > PASS2_MIN_PT) & (abs(jets.eta) < 2.4)
+        idx = lib.local_index(jets, axis=1)[good]
+        scores = self.varied.lookup_jagged(
+            events.metadata["dataset"], events.run, events.luminosityBlock, events.event, idx,
+            jets=jets[good],
+        )  # fmt: skip
+        w = lib.flatten(idx * 0 + events.genWeight * (1 + 0.25 * (events.event % 3)))
+        h = (hist.dask.Hist if lazy else hist.Hist)(
+            hist.axis.StrCategory(self.datasets, name="dataset"),
+            hist.axis.StrCategory(self.varied.systematics(), name="systematic"),
+            hist.axis.Regular(10, 0.0, 1.0, name="score"),
+            storage=hist.storage.Weight(),
+        )
+        for syst in self.varied.systematics():
+            h.fill(
+                dataset=events.metadata["dataset"],
+                systematic=syst,
+                score=lib.flatten(scores[syst]),
+                weight=w,
+            )
+        return {"hist": h}
+
+    def postprocess(self, accumulator: Any) -> Any:
+        return accumulator
+
+
+def test_pass2_dask_mode_equals_eager_mode_and_direct_numpy(fileset, varied):
+    proc = DualModeAnalysis(varied, list(fileset))
+    eager = run_pass2(fileset, proc, chunksize=40, progress=False)["hist"]
+    lazy = run_pass2(fileset, proc, chunksize=40, mode="dask", workers=2)["hist"]
+    assert type(lazy) is type(eager)
+    np.testing.assert_array_equal(lazy.view(flow=True), eager.view(flow=True))
+    expected = _direct_hist(fileset, varied)
+    for (ds, syst), counts in expected.items():
+        np.testing.assert_allclose(
+            lazy[{"dataset": ds, "systematic": syst}].values(), counts, rtol=1e-12
+        )
+    assert np.any(lazy.values() > 0)
+
+
+def test_lookup_is_lazy_and_names_the_cut_in_dask_mode(fileset, varied):
+    """The lookup builds a dask graph (nothing computed, no ak.to_numpy on lazy arrays);
+    a looser pass-2 cut fails at compute time naming jet_min_pt."""
+    import dask_awkward as dak
+
+    class Loose(DualModeAnalysis):
+        def process(self, events: Any) -> dict[str, Any]:
+            jets = events.FatJet
+            good = jets.pt > 150.0  # looser than pass 1's 200 GeV
+            idx = dak.local_index(jets, axis=1)[good]
+            s = self.varied.lookup_jagged(
+                events.metadata["dataset"], events.run, events.luminosityBlock, events.event,
+                idx, jets=jets[good],
+            )  # fmt: skip
+            assert isinstance(s["nominal"], dak.Array)
+            return {"n": dak.sum(dak.num(s["nominal"], axis=1))}
+
+    with pytest.raises(InputError, match=r"Loosen jet_min_pt: pass 2 selected a jet with pt ="):
+        run_pass2(fileset, Loose(varied, list(fileset)), mode="dask", chunksize=80)
+
+
+def test_looser_pass2_cut_is_named_in_eager_mode(fileset, varied):
+    class Loose(ScoreAnalysis):
+        def process(self, events: Any) -> dict[str, Any]:
+            jets = events.FatJet
+            good = (jets.pt > 100.0) & (abs(jets.eta) < 2.4)
+            idx = ak.local_index(jets, axis=1)[good]
+            self.varied.lookup_jagged(
+                events.metadata["dataset"], events.run, events.luminosityBlock, events.event,
+                idx, jets=jets[good],
+            )  # fmt: skip
+            return {}
+
+    with pytest.raises(InputError) as err:
+        run_pass2(fileset, Loose(varied), chunksize=200, progress=False)
+    msg = str(err.value)
+    assert "Pass 1 kept FatJet jets with pt > 200 GeV and |eta| < 2.4" in msg
+    assert "Loosen jet_min_pt" in msg and "jet_max_abs_eta" not in msg.split("Loosen")[1]
+
+
+def test_two_pass_skips_bad_files_in_both_passes(fileset, model, tmp_path):
+    """A broken file: pass 1 skips and reports it, pass 2 leaves it out (no missing-key
+    crash), and the histogram equals the run without it."""
+    junk = tmp_path / "broken.root"
+    junk.write_bytes(b"not a root file")
+    ww = fileset["ww"]
+    fs = {**fileset, "ww": {**ww, "files": {**ww["files"], str(junk): "Events"}}}
+    kw = dict(analysis_processor_factory=ScoreAnalysis, chunksize=80, progress=False,
+              return_scores=True)  # fmt: skip
+    with pytest.warns(RuntimeWarning, match="skipping unreadable file"):
+        out, v = two_pass(fs, model, ["shift"], {"shift": OPTIONS["shift"]},
+                          skip_bad_files=True, **kw)  # fmt: skip
+    assert v.provenance["pass1"]["skipped_files"] == [str(junk)]
+    ref, _ = two_pass(fileset, model, ["shift"], {"shift": OPTIONS["shift"]}, **kw)
+    np.testing.assert_array_equal(out["hist"].view(), ref["hist"].view())
+    assert out["jets"] == ref["jets"] > 0
+
+
+# ---------------------------------------------------------------------- partitioned store
+class StoreAnalysis(ScoreAnalysis):
+    """ScoreAnalysis reading a ScoreStore: each chunk loads its own file's partition."""
+
+    def process(self, events: Any) -> dict[str, Any]:
+        out = super().process(events)
+        # the chunk's lookup loaded its own file's partition, last in the cache
+        assert list(self.varied._cache)[-1] == (
+            events.metadata["dataset"],
+            events.metadata["filename"],
+        )
+        return out
+
+
+def test_score_store_partitions_by_file_and_gives_the_same_histogram(
+    fileset, varied, sample_factory, tmp_path
+):
+    import pickle
+
+    from advsyst.workflows.twopass import ScoreStore
+
+    # two files in one dataset, so that partitions are really per file
+    fs = {**fileset, "ttbar": {**fileset["ttbar"], "files": {
+        **fileset["ttbar"]["files"], str(sample_factory("ttbar", 60, 9, event_offset=10_000)): "Events"}}}  # fmt: skip
+    f = run_pass1(fs, chunksize=64, progress=False)
+    v = build_varied_scores(f, _model_for(f), ["shift"], {"shift": OPTIONS["shift"]})
+    store = ScoreStore.write(v, fs, tmp_path / "store")
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == [
+        "index.json", "part00000.npz", "part00001.npz", "part00002.npz"]  # fmt: skip
+    # the handle is small whatever the number of jets, and never ships a loaded partition
+    store.partition("ttbar")
+    size = len(pickle.dumps(store))
+    assert size < 4000 < len(pickle.dumps(v)) and pickle.loads(pickle.dumps(store))._cache == {}
+    # per-file partitions hold exactly the jets of that file's events
+    files = list(fs["ttbar"]["files"])
+    for path in files:
+        part = store.partition("ttbar", path)
+        with uproot.open(path) as fh:
+            events = set(fh["Events"]["event"].array(library="np").tolist())
+        assert set(part.event.tolist()) <= events and len(part) > 0
+        assert list(store._cache)[-1] == ("ttbar", path)
+    assert sum(len(store.partition("ttbar", p)) for p in files) == int(np.sum(v.dataset == "ttbar"))
+    # pass 2 through the store equals pass 2 through the in-memory scores
+    a = run_pass2(fs, ScoreAnalysis(v), chunksize=40, progress=False)
+    b = run_pass2(fs, StoreAnalysis(store), chunksize=40, progress=False)
+    np.testing.assert_array_equal(a["hist"].view(), b["hist"].view())
+    with pytest.raises(InputError, match="no scores for file"):
+        store.partition("ttbar", "elsewhere.root")
+    with pytest.raises(InputError, match="not a ScoreStore"):
+        ScoreStore(tmp_path)
+
+
+def _model_for(f):
+    from advsyst.models import train_classifier
+
+    m, _ = train_classifier(f["X"], f["y"], f["w"], hidden=(8,), epochs=1, progress=False)
+    return m.eval()

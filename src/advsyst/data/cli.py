@@ -73,6 +73,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="mixture for --process mix, e.g. ttbar=0.45,ww=0.45,qcd=0.1",
     )
+    parser.add_argument(
+        "--negative-weight-fraction",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="NLO-like sample: a fraction F of events (e.g. 0.25) gets a negative genWeight; "
+        "the Runs tree's genEventSumw holds the signed sum",
+    )
     parser.add_argument("--block-size", type=int, default=100, help="events per block")
     parser.add_argument(
         "--signal-fraction", type=float, default=0.5, help="donut only: fraction of signal"
@@ -98,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
     options = {"jet_r": args.jet_r, "fatjet_r": args.fatjet_r, "block_size": args.block_size}
     if args.mix is not None:
         options["mix"] = args.mix
+    if args.negative_weight_fraction:
+        options["negative_weight_fraction"] = args.negative_weight_fraction
     path = generate_sample(
         args.process,
         args.events,

@@ -107,6 +107,13 @@ class GenerationConfig:
         Detector model; default depends on ``pseudo_data``.
     extra_settings : tuple of str
         Additional Pythia ``readString`` lines.
+    negative_weight_fraction : float
+        NLO-like sample: this fraction of events (drawn per event from the block's own
+        stream, seed-reproducible) gets ``genWeight = -|w|``, as in an NLO generator's
+        output (e.g. 0.25).  Simulation only.
+    event_offset : int
+        Added to the event index, so that several files of one dataset have distinct
+        ``(run, luminosityBlock, event)`` as in real data (event = offset + index + 1).
     """
 
     process: str
@@ -125,8 +132,17 @@ class GenerationConfig:
     block_size: int = 100
     detector: DetectorResponse | None = None
     extra_settings: tuple[str, ...] = ()
+    negative_weight_fraction: float = 0.0
+    event_offset: int = 0
 
     def __post_init__(self) -> None:
+        if int(self.event_offset) < 0:
+            raise ConfigError(f"event_offset must be >= 0, got {self.event_offset}")
+        f = self.negative_weight_fraction
+        if not (isinstance(f, int | float) and np.isfinite(f) and 0.0 <= f < 1.0):
+            raise ConfigError(f"negative_weight_fraction must lie in [0, 1), got {f!r}")
+        if f > 0 and self.pseudo_data:
+            raise ConfigError("negative_weight_fraction applies to simulation, not pseudo-data")
         if self.process != "mix" and self.process not in PROCESSES:
             raise ConfigError(
                 f"unknown process {self.process!r}; choose from {[*sorted(PROCESSES), 'mix']}"
@@ -299,7 +315,7 @@ def make_block(
     jet, jet_assoc = _jet_fields(pf, ak4, remap, particles, truth=truth, large_r=False)
     fat, fat_assoc = _jet_fields(pf, ak8, remap, particles, truth=truth, large_r=True)
 
-    index = np.arange(first, first + n, dtype=np.int64)
+    index = np.arange(first, first + n, dtype=np.int64) + int(cfg.event_offset)
     event = {
         "run": np.full(n, 1, dtype=np.uint32)
         if truth
@@ -308,7 +324,12 @@ def make_block(
         "event": (index + 1).astype(np.uint64),
     }
     if truth:
-        event["genWeight"] = particles.weight
+        w = np.asarray(particles.weight, dtype=np.float64)
+        if cfg.negative_weight_fraction > 0:
+            sign_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, block, 13]))
+            neg = sign_rng.uniform(size=n) < cfg.negative_weight_fraction
+            w = np.where(neg, -np.abs(w), np.abs(w))
+        event["genWeight"] = w
     return EventBlock(
         n_events=n,
         event=event,

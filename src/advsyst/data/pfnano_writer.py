@@ -26,6 +26,11 @@ branch                      type         meaning
 ``FatJetPFCands_*``
 ==========================  ===========  ===================================================
 
+A second tree, ``Runs``, has one entry per run as in CMS NanoAOD: ``run`` (uint32) and,
+for simulation, ``genEventCount`` (int64, events), ``genEventSumw`` and ``genEventSumw2``
+(float64, sum of ``genWeight`` and of its square) — what an analysis normalises with
+(``xsec * lumi / sum(genEventSumw)``).
+
 A JSON provenance record is stored next to the tree as a ``TObjString`` named
 ``advsyst_provenance``; coffea and uproot ignore it when reading ``Events``.
 """
@@ -55,6 +60,7 @@ __all__ = [
     "EVENT_BRANCHES",
     "COLLECTION_BRANCHES",
     "TRUTH_BRANCHES",
+    "RUNS_BRANCHES",
 ]
 
 PROVENANCE_KEY = "advsyst_provenance"
@@ -81,6 +87,13 @@ COLLECTION_BRANCHES: dict[str, dict[str, str]] = {
         **_FRACTIONS,
     },
     "FatJetPFCands": {"jetIdx": "int32", "pFCandsIdx": "int32"},
+}
+#: Branches of the ``Runs`` tree (simulation; collision data has ``run`` only).
+RUNS_BRANCHES: dict[str, str] = {
+    "run": "uint32",
+    "genEventCount": "int64",
+    "genEventSumw": "float64",
+    "genEventSumw2": "float64",
 }
 #: Branches only simulation carries.
 TRUTH_BRANCHES: dict[str, dict[str, str]] = {
@@ -231,6 +244,7 @@ class PFNanoWriter:
         self.flush_events = int(flush_events)
         self.n_written = 0
         self._buffer: list[EventBlock] = []
+        self._runs: dict[int, list[float]] = {}  # run -> [count, sumw, sumw2]
         self._stack: contextlib.ExitStack | None = None
         self._file: Any = None
         self._tree: Any = None
@@ -274,6 +288,17 @@ class PFNanoWriter:
         if set(block.event) != expected:
             raise ValueError(f"event branches {sorted(block.event)} != {sorted(expected)}")
         self._buffer.append(block)
+        runs = np.asarray(block.event["run"], dtype=np.int64)
+        gw = block.event.get("genWeight")
+        gw = np.ones(len(runs)) if gw is None else np.asarray(gw, dtype=np.float64)
+        # genEventSumw of the float32 weights actually stored, in float64 like CMSSW
+        gw = gw.astype(np.float32).astype(np.float64)
+        for r in np.unique(runs):
+            m = runs == r
+            acc = self._runs.setdefault(int(r), [0, 0.0, 0.0])
+            acc[0] += int(m.sum())
+            acc[1] += float(gw[m].sum())
+            acc[2] += float((gw[m] ** 2).sum())
         if sum(b.n_events for b in self._buffer) >= self.flush_events:
             self._flush()
 
@@ -287,6 +312,16 @@ class PFNanoWriter:
         self._tree.extend(_as_tree_arrays(block.event, block.collections, self._types))
         self.n_written += block.n_events
 
+    def _write_runs(self) -> None:
+        runs = sorted(self._runs)
+        arrays: dict[str, np.ndarray] = {"run": np.array(runs, dtype=np.uint32)}
+        if not self.is_data:
+            arrays["genEventCount"] = np.array([self._runs[r][0] for r in runs], np.int64)
+            arrays["genEventSumw"] = np.array([self._runs[r][1] for r in runs], np.float64)
+            arrays["genEventSumw2"] = np.array([self._runs[r][2] for r in runs], np.float64)
+        tree = self._file.mktree("Runs", {k: a.dtype for k, a in arrays.items()}, title="Runs")
+        tree.extend(arrays)
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -297,6 +332,7 @@ class PFNanoWriter:
         if exc_type is None:
             try:
                 self._flush()
+                self._write_runs()
                 self.provenance.setdefault("n_events", self.n_written)
                 self._file[PROVENANCE_KEY] = json.dumps(to_jsonable(self.provenance))
             except BaseException as err:

@@ -65,6 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="label per input (or one for all); 'none' = unknown. Default: truth branch if any",
     )
     parser.add_argument(
+        "--truth-label-branch",
+        default="truthLabel",
+        help="jet branch with labels, used when --label is not given and the branch exists "
+        "(default truthLabel, written by 'advsyst generate'; real NanoAOD has none); "
+        "'none' = never read labels from a branch",
+    )
+    parser.add_argument(
         "--dataset", nargs="+", default=None, help="dataset name per input (default: file stem)"
     )
     parser.add_argument("--data", action="store_true", help="inputs are collision data")
@@ -123,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         skip_bad_files=args.skip_bad_files,
         require_truth_match=args.require_truth_match,
+        truth_label_branch=None
+        if str(args.truth_label_branch).lower() == "none"
+        else args.truth_label_branch,
     )
     prov = provenance(
         config={
