@@ -17,10 +17,11 @@ feature/binning where it happens, and the attack's seconds.  Acceptance: worst r
 Options (``ConservAttackConfig`` keys):
 
 * ``paper``: ``robust_binnings: null`` (one binning, the paper's);
-* ``offsets``: the own bin count at offsets 1/4, 1/2, 3/4, limit ``max_jsd``;
-* ``multi``: ``robust_binnings: auto`` (50, 71, 100, 141, 200 bins × offsets 0, 1/2),
-  limit ``max_jsd`` only (``robust_noise_fraction: null``);
-* ``multi+res<f>``: ``auto`` and every tracked row also below f × its resolution.
+* ``offsets``: the own bin count at offsets 1/4, 1/2, 3/4 too, each limited to ``max_jsd``;
+* ``multi``: ``robust_binnings: auto`` (50, 71, 100, 141, 200 bins × offsets 0, 1/2), each
+  limited to ``max_jsd`` (``robust_noise_fraction: null``);
+* ``multi+res<f>``: ``auto``, each tracked binning limited to f × its resolution (the own
+  one also to ``max_jsd``); ``multi+res0.5`` is the default.
 """
 
 from __future__ import annotations

@@ -198,8 +198,10 @@ def test_constraint_mask_restricts_the_budget_to_the_control_region(toy):
     control = X[:, 4] < 0
     res = ConservAttack(BASE, max_jsd=0.01, max_dfn=0.005).run(X, m, constraint_mask=control)
     _check_budget(X, res, 0.01, 0.005, mask=control)
-    # events outside the control region move freely
-    assert res.moved[~control].mean() > res.moved[control].mean()
+    # events outside the control region move freely (entries: with the binning-robust
+    # default nearly every event moves some feature a little, in or out of the region)
+    changed = res.X_adv != X
+    assert changed[~control].mean() > changed[control].mean()
 
 
 def test_feature_controls_are_respected(toy):

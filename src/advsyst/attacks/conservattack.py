@@ -121,7 +121,7 @@ def _integer_labels(y: Any, n: int) -> np.ndarray:
             i = int(np.argmax(bad))
             raise InputError(
                 f"labels y must be integer class indices; {int(bad.sum())} value(s) are not, "
-                f"e.g. y[{i}] = {y[i]!r}"
+                f"e.g. y[{i}] = {float(y[i])!r}"
             )
         return y.astype(np.int64)
     raise InputError(f"labels y must be integer class indices, got dtype {y.dtype}")
@@ -388,13 +388,16 @@ class ConservAttack:
         extra = [FeatureBinning.equal_width(lo, hi, k, off) for k, off in spec]
         d = Xc.shape[1]
         limits = np.full((len(extra) + 1, d), np.inf)
-        limits[1:] = cfg.max_jsd_single_change
         if spec and cfg.robust_noise_fraction is not None:
+            # every tracked binning (the own one too, next to max_jsd): a fraction of its
+            # statistical resolution
             from advsyst.stats.validation import resolution
 
             for r, b in enumerate([binning, *extra]):
                 res = resolution(Xc, b, wc, cfg.robust_bootstrap, 0.95, cfg.seed + 7919 * r)
-                limits[r] = np.minimum(limits[r], cfg.robust_noise_fraction * res)
+                limits[r] = cfg.robust_noise_fraction * res
+        elif spec:
+            limits[1:] = cfg.max_jsd_single_change  # the own binning's limit on every other
         return spec, extra, limits
 
     # ------------------------------------------------------------------ main
@@ -617,7 +620,7 @@ class ConservAttack:
             [jsd_per_feature(X0[cm], X[cm], weights=w[cm], binning=b) for b in state.binnings]
         )
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(np.isfinite(limits), rows / limits, 0.0)
+            ratio = np.where(limits > 0, rows / limits, np.where(rows > 0, np.inf, 0.0))
         m["robust"] = {
             "binnings": [[self.config.num_bins, 0.0], *[list(t) for t in spec]],
             "jsd": rows,
@@ -626,7 +629,8 @@ class ConservAttack:
         }
         if self.config.budget == "cumulative" and not ratio.max() <= 1.0 + 1e-6:  # NaN-safe
             raise BudgetViolation(
-                f"internal error: a tracked binning exceeds its JSD limit (ratio {ratio.max():.4g})"
+                "internal error: result exceeds the budget on a tracked binning (JSD / limit "
+                f"{ratio.max():.4g})"
             )
         if env is not None:
             moved = (X != X0) & np.isfinite(env)
