@@ -26,6 +26,7 @@ from advsyst.stats import FeatureBinning, check_finite, delta_fn, js_term, jsd_p
 
 __all__ = [
     "AUTO_ROBUST_BINS",
+    "AUTO_ROBUST_OFFSETS",
     "ConservAttack",
     "MIN_CONSTRAINT_EVENTS",
     "conservattack",
@@ -36,8 +37,9 @@ log = logging.getLogger(__name__)
 
 #: fewer events than this in the constraint set make dataset-level statistics meaningless
 MIN_CONSTRAINT_EVENTS = 10
-#: bin counts of ``robust_binnings="auto"`` (each at offsets 0 and 1/2 of a bin)
+#: bin counts and offsets (in bin widths) of ``robust_binnings="auto"``: every combination
 AUTO_ROBUST_BINS = (50, 71, 100, 141, 200)
+AUTO_ROBUST_OFFSETS = (0.0, 0.25, 0.5, 0.75)
 
 
 def resolve_envelope(
@@ -379,11 +381,12 @@ class ConservAttack:
         cfg = self.config
         rb = cfg.robust_binnings
         if rb == "auto":
-            rb = [[k, off] for k in AUTO_ROBUST_BINS for off in (0.0, 0.5)]
+            rb = [[k, off] for k in AUTO_ROBUST_BINS for off in AUTO_ROBUST_OFFSETS]
         spec = []
         for k, off in rb or []:
-            if (int(k), float(off)) != (cfg.num_bins, 0.0) and (k, off) not in spec:
-                spec.append((int(k), float(off)))
+            key = (int(k), float(off))
+            if key != (cfg.num_bins, 0.0) and key not in spec:
+                spec.append(key)
         lo, hi = binning.edges[:, 0], binning.edges[:, -1]
         extra = [FeatureBinning.equal_width(lo, hi, k, off) for k, off in spec]
         d = Xc.shape[1]
