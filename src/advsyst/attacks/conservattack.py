@@ -123,7 +123,7 @@ def _integer_labels(y: Any, n: int) -> np.ndarray:
             i = int(np.argmax(bad))
             raise InputError(
                 f"labels y must be integer class indices; {int(bad.sum())} value(s) are not, "
-                f"e.g. y[{i}] = {float(y[i])!r}"
+                f"e.g. y[{i}] = {float(y[i])}"
             )
         return y.astype(np.int64)
     raise InputError(f"labels y must be integer class indices, got dtype {y.dtype}")
