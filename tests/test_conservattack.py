@@ -159,11 +159,16 @@ def test_per_change_limits_every_move_against_the_state_just_before_it(toy, meth
     most the Frobenius limit, both judged against the data set just before that move (all
     earlier moves applied, events and features in order).  Weighted, brute force."""
     X, y, w, m = toy
-    lim_j, lim_f = 0.01, 0.002
+    # large smallest moves put many candidates near the Frobenius limit: scoring all
+    # features of an event against the state before the event (the old exact path) broke
+    # it by up to 2.5x here
+    lim_j, lim_f = 0.01, 0.001
     mask = np.zeros(N, bool)
     mask[:300] = True
     res = ConservAttack(
         BASE,
+        min_change=0.3,
+        step=0.05,
         n_iterations=1,
         budget="per_change",
         max_jsd=lim_j,
@@ -198,8 +203,10 @@ def test_constraint_mask_restricts_the_budget_to_the_control_region(toy):
     control = X[:, 4] < 0
     res = ConservAttack(BASE, max_jsd=0.01, max_dfn=0.005).run(X, m, constraint_mask=control)
     _check_budget(X, res, 0.01, 0.005, mask=control)
-    # events outside the control region move freely
-    assert res.moved[~control].mean() > res.moved[control].mean()
+    # events outside the control region move freely (entries: with the binning-robust
+    # default nearly every event moves some feature a little, in or out of the region)
+    changed = res.X_adv != X
+    assert changed[~control].mean() > changed[control].mean()
 
 
 def test_feature_controls_are_respected(toy):

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numba
+import numpy as np
 from filelock import FileLock, Timeout
 from numba.core import config as _nb_config
 
@@ -137,10 +138,24 @@ def _compile_lock():
         lock.release()
 
 
+def _sig(a: Any) -> Any:
+    """What numba dispatches on, cheaply (``numba.typeof`` costs ~1 ms on the kernels'
+    argument tuples): dtype, dimensions, layout and writability of arrays, the type of
+    scalars (and whether an int needs 64 unsigned bits), element-wise for tuples."""
+    if isinstance(a, np.ndarray):
+        f = a.flags
+        return (a.dtype.str, a.ndim, f.c_contiguous, f.f_contiguous, f.writeable, f.aligned)
+    if isinstance(a, tuple):
+        return tuple(_sig(x) for x in a)
+    if isinstance(a, int) and not isinstance(a, bool):
+        return int, a.bit_length() > 63
+    return type(a)
+
+
 def call(kernel: Any, *args: Any) -> Any:
     """``kernel(*args)``; the first call with these argument types in this process (the one
     that compiles or loads from the cache) holds the cache's file lock."""
-    key = (id(kernel), tuple(numba.typeof(a) for a in args))
+    key = (id(kernel), _sig(args))
     if key in _seen:
         return kernel(*args)
     with _compile_lock():

@@ -102,14 +102,15 @@ class ConservAttackConfig:
     robust_binnings, robust_noise_fraction, robust_bootstrap
         The binning-robust budget.  ``robust_binnings`` lists extra ``[bins, offset]``
         equal-width binnings of the clean range (offset in bin widths) on which the JSD is
-        tracked next to the attack's own ``num_bins``; ``"auto"`` = bin counts 50, 71,
-        100, 141, 200 at offsets 0 and 1/2; None or [] = off (the paper's single
-        binning).  On every tracked binning (the own one included) each feature's JSD
-        stays below ``max_jsd_single_change`` and below ``robust_noise_fraction`` times
-        the statistical resolution of that binning (the 95th percentile of the JSD
-        between the clean set and ``robust_bootstrap`` seeded Poisson-bootstrap resamples
-        of it, :func:`advsyst.stats.validation.resolution`); ``robust_noise_fraction:
-        null`` drops the resolution cap.
+        tracked next to the attack's own ``num_bins``; ``"auto"`` (default) = bin counts
+        50, 71, 100, 141, 200 at offsets 0, 1/4, 1/2, 3/4 (20 binnings); None or [] =
+        off (the paper's single binning).  On every tracked binning (the own one included) each feature's JSD
+        stays below ``robust_noise_fraction`` times the statistical resolution of that
+        binning (the 95th percentile of the JSD between the clean set and
+        ``robust_bootstrap`` seeded Poisson-bootstrap resamples of it,
+        :func:`advsyst.stats.validation.resolution`); on the own binning also below
+        ``max_jsd_single_change``.  ``robust_noise_fraction: null``: every tracked binning
+        gets the limit ``max_jsd_single_change`` instead.
     """
 
     min_change: float = 0.005

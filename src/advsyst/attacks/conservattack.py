@@ -26,6 +26,7 @@ from advsyst.stats import FeatureBinning, check_finite, delta_fn, js_term, jsd_p
 
 __all__ = [
     "AUTO_ROBUST_BINS",
+    "AUTO_ROBUST_OFFSETS",
     "ConservAttack",
     "MIN_CONSTRAINT_EVENTS",
     "conservattack",
@@ -36,8 +37,9 @@ log = logging.getLogger(__name__)
 
 #: fewer events than this in the constraint set make dataset-level statistics meaningless
 MIN_CONSTRAINT_EVENTS = 10
-#: bin counts of ``robust_binnings="auto"`` (each at offsets 0 and 1/2 of a bin)
+#: bin counts and offsets (in bin widths) of ``robust_binnings="auto"``: every combination
 AUTO_ROBUST_BINS = (50, 71, 100, 141, 200)
+AUTO_ROBUST_OFFSETS = (0.0, 0.25, 0.5, 0.75)
 
 
 def resolve_envelope(
@@ -121,7 +123,7 @@ def _integer_labels(y: Any, n: int) -> np.ndarray:
             i = int(np.argmax(bad))
             raise InputError(
                 f"labels y must be integer class indices; {int(bad.sum())} value(s) are not, "
-                f"e.g. y[{i}] = {y[i]!r}"
+                f"e.g. y[{i}] = {float(y[i])}"
             )
         return y.astype(np.int64)
     raise InputError(f"labels y must be integer class indices, got dtype {y.dtype}")
@@ -379,22 +381,26 @@ class ConservAttack:
         cfg = self.config
         rb = cfg.robust_binnings
         if rb == "auto":
-            rb = [[k, off] for k in AUTO_ROBUST_BINS for off in (0.0, 0.5)]
+            rb = [[k, off] for k in AUTO_ROBUST_BINS for off in AUTO_ROBUST_OFFSETS]
         spec = []
         for k, off in rb or []:
-            if (int(k), float(off)) != (cfg.num_bins, 0.0) and (k, off) not in spec:
-                spec.append((int(k), float(off)))
+            key = (int(k), float(off))
+            if key != (cfg.num_bins, 0.0) and key not in spec:
+                spec.append(key)
         lo, hi = binning.edges[:, 0], binning.edges[:, -1]
         extra = [FeatureBinning.equal_width(lo, hi, k, off) for k, off in spec]
         d = Xc.shape[1]
         limits = np.full((len(extra) + 1, d), np.inf)
-        limits[1:] = cfg.max_jsd_single_change
         if spec and cfg.robust_noise_fraction is not None:
+            # every tracked binning (the own one too, next to max_jsd): a fraction of its
+            # statistical resolution
             from advsyst.stats.validation import resolution
 
             for r, b in enumerate([binning, *extra]):
                 res = resolution(Xc, b, wc, cfg.robust_bootstrap, 0.95, cfg.seed + 7919 * r)
-                limits[r] = np.minimum(limits[r], cfg.robust_noise_fraction * res)
+                limits[r] = cfg.robust_noise_fraction * res
+        elif spec:
+            limits[1:] = cfg.max_jsd_single_change  # the own binning's limit on every other
         return spec, extra, limits
 
     # ------------------------------------------------------------------ main
@@ -617,7 +623,7 @@ class ConservAttack:
             [jsd_per_feature(X0[cm], X[cm], weights=w[cm], binning=b) for b in state.binnings]
         )
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(np.isfinite(limits), rows / limits, 0.0)
+            ratio = np.where(limits > 0, rows / limits, np.where(rows > 0, np.inf, 0.0))
         m["robust"] = {
             "binnings": [[self.config.num_bins, 0.0], *[list(t) for t in spec]],
             "jsd": rows,
@@ -626,7 +632,8 @@ class ConservAttack:
         }
         if self.config.budget == "cumulative" and not ratio.max() <= 1.0 + 1e-6:  # NaN-safe
             raise BudgetViolation(
-                f"internal error: a tracked binning exceeds its JSD limit (ratio {ratio.max():.4g})"
+                "internal error: result exceeds the budget on a tracked binning (JSD / limit "
+                f"{ratio.max():.4g})"
             )
         if env is not None:
             moved = (X != X0) & np.isfinite(env)
