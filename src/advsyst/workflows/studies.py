@@ -133,8 +133,8 @@ class StudyConfig:
         Augmentation: size of the reduced training set.
     sizes
         auroc-vs-size: total detector training sizes (clean + adversarial, 50/50).
-    alpha
-        Significance level of the repeated-misclassification bins.
+    significance_level
+        Significance level of the repeated-misclassification bins (the paper: 0.05).
     """
 
     attack: dict[str, Any] = field(default_factory=dict)
@@ -153,7 +153,7 @@ class StudyConfig:
     test_attack: dict[str, Any] | None = None
     train_size: int | None = None
     sizes: list[int] = field(default_factory=lambda: [500, 1000, 2000, 5000, 10000])
-    alpha: float = 0.05
+    significance_level: float = 0.05
 
     def __post_init__(self) -> None:
         self.attack = rb._attack_config(self.attack, "attack")
@@ -169,7 +169,7 @@ class StudyConfig:
             self.train_size = _int(self.train_size, "train_size", 10)
         self.test_fraction = _unit(self.test_fraction, "test_fraction")
         self.threshold = _unit(self.threshold, "threshold")
-        self.alpha = _unit(self.alpha, "alpha")
+        self.significance_level = _unit(self.significance_level, "significance_level")
         if self.clean_efficiency is not None:
             self.clean_efficiency = _unit(self.clean_efficiency, "clean_efficiency")
         if self.detector_inputs not in _DETECTOR_INPUTS:
@@ -201,7 +201,7 @@ class StudyConfig:
         d = dict(d or {})
         attack_keys = set(ConservAttackConfig.field_names()) | set(ALIASES)
         own = {f.name for f in dataclasses.fields(cls)}
-        if d and all(k in attack_keys for k in d):
+        if d and all(k in attack_keys for k in d) and any(k not in own for k in d):
             return cls(attack=d)
         flat_attack = {k: v for k, v in d.items() if k in attack_keys and k not in own}
         unknown = [k for k in d if k not in own and k not in attack_keys]
@@ -671,7 +671,7 @@ def _study_significance(inp: _Inputs, cfg: StudyConfig, runs: _Runs) -> dict[str
     seeds = rb.run_seeds(cfg.seed, R)
     recs = [_detector_run(inp, cfg, runs, r, seeds, tr, te, test_attack=False)[0] for r in range(R)]
     flags = np.stack([_load_p(runs, f"run{r}_p_clean") >= recs[r]["threshold"] for r in range(R)])
-    sig = rb.repeated_misclassification(flags, alpha=cfg.alpha)
+    sig = rb.repeated_misclassification(flags, alpha=cfg.significance_level)
     d = sig.to_dict()
     d.pop("provenance", None)
     return {
@@ -1236,7 +1236,8 @@ def plot_study(name: str, r: Mapping[str, Any], path: str | os.PathLike[str]) ->
             ax.set_ylabel("detector AUROC")
         else:  # pragma: no cover - guarded by run_study
             raise ConfigError(f"no figure for study {name!r}")
-        ax.legend(fontsize=11)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=11)
         P._label(ax)
         return P._save(fig, path)
 
