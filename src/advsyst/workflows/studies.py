@@ -66,7 +66,7 @@ from advsyst.attacks.model import as_adapter
 from advsyst.attacks.result import AttackResult
 from advsyst.errors import ConfigError, InputError
 from advsyst.workflows import robustness as rb
-from advsyst.workflows.detector import DetectorResult, train_detector
+from advsyst.workflows.detector import DetectorResult, ordered_columns, train_detector
 
 __all__ = [
     "STUDIES",
@@ -94,7 +94,7 @@ STUDIES = (
 )
 #: studies that attack a given tagger (the others train their own taggers)
 _NEEDS_MODEL = {"detector", "significance", "efficiency", "auroc-vs-size"}
-_DETECTOR_INPUTS = ("features", "features+score")
+_DETECTOR_INPUTS = ("features", "features+score", "features+order", "features+order+score")
 
 
 # ====================================================================== configuration
@@ -119,8 +119,10 @@ class StudyConfig:
         :func:`~advsyst.workflows.detector.train_detector` keywords (``hidden``, ``epochs``,
         ``batch_size``, ``lr``, ``train_fraction``).
     detector_inputs
-        ``"features"`` (the paper's detector) or ``"features+score"`` (the tagger's logit
-        appended as one more input).
+        ``"features"`` (the paper's detector), ``"features+score"`` (the tagger's logit
+        appended as one more input), ``"features+order"`` (the constituent-pT ordering
+        inputs of :func:`~advsyst.workflows.detector.order_inputs`, found by the feature
+        names ``pt_1, pt_2, ...``) or ``"features+order+score"``.
     select
         Adversaries the detector trains on: ``"fooled"`` (the paper) or ``"moved"``.
     threshold, clean_efficiency
@@ -295,10 +297,12 @@ def _logit(model: Any, X: np.ndarray) -> np.ndarray:
 
 
 def detector_inputs(X: np.ndarray, tagger: Any, mode: str = "features") -> np.ndarray:
-    """What the detector sees: the features, or the features plus the tagger's logit."""
-    if mode == "features":
+    """What the detector network is given: the features, or the features plus the tagger's
+    logit (``+score``).  The ``+order`` inputs are computed inside the detector model
+    (:class:`~advsyst.workflows.detector.DetectorNet`) from the raw features."""
+    if mode in ("features", "features+order"):
         return X
-    if mode == "features+score":
+    if mode in ("features+score", "features+order+score"):
         return np.column_stack([X, _logit(tagger, X)])
     raise ConfigError(f"detector_inputs must be one of {_DETECTOR_INPUTS}, got {mode!r}")
 
@@ -490,6 +494,14 @@ def _train_det(
     Xc = detector_inputs(X, inp.model, cfg.detector_inputs)
     Xa = detector_inputs(res.X_adv, inp.model, cfg.detector_inputs)
     kw = dict(cfg.detector) | extra
+    if "+order" in cfg.detector_inputs:
+        order = ordered_columns(inp.names)
+        if not order:
+            raise InputError(
+                "detector_inputs '+order' needs feature names with pt_1, pt_2, ... (the data "
+                "has none)"
+            )
+        kw.setdefault("ordered_features", order)
     return train_detector(Xc, Xa, w, moved=sel, seed=int(seed), threshold=cfg.threshold, **kw)
 
 
