@@ -651,6 +651,8 @@ def _study_detector(inp: _Inputs, cfg: StudyConfig, runs: _Runs) -> dict[str, An
                 "clean_efficiency": recs[r]["clean_efficiency"],
                 "adversarial_efficiency": {"value": float(adv_eff[r, off[r]].mean())},
                 "threshold": recs[r]["threshold"],
+                "test_attack_jsd_max": recs[r]["test_attack"].get("jsd_max"),
+                "test_attack_dfn": recs[r]["test_attack"].get("dfn"),
                 "n_detector_pairs": recs[r]["n_detector_pairs"],
                 "attack_ms_per_event": 1e3
                 * float(recs[r]["train_attack"].get("seconds", float("nan")))
@@ -1165,6 +1167,7 @@ def plot_study(name: str, r: Mapping[str, Any], path: str | os.PathLike[str]) ->
                 e = [p[key]["error"] for p in runs]
                 ax.errorbar(x, v, yerr=e, fmt="o", color=col, label=lab)
                 ax.axhline(np.mean(v), color=col, ls="--", lw=1)
+            ax.set_xticks(x)
             ax.set_xlabel("run")
             ax.set_ylabel("fooling ratio")
             ax.set_ylim(0, 1.05)
@@ -1179,6 +1182,7 @@ def plot_study(name: str, r: Mapping[str, Any], path: str | os.PathLike[str]) ->
                 v = [p[key]["value"] for p in runs]
                 e = [p[key]["error"] for p in runs]
                 ax.errorbar(x + dx, v, yerr=e, fmt="o", color=col, label=lab)
+            ax.set_xticks(x)
             ax.set_xlabel("run")
             ax.set_ylabel("fooling ratio (base model's test adversaries)")
             ax.set_ylim(0, 1.05)
@@ -1193,6 +1197,7 @@ def plot_study(name: str, r: Mapping[str, Any], path: str | os.PathLike[str]) ->
                 e = [p[key]["error"] for p in runs]
                 ax.errorbar(x, v, yerr=e, fmt="o", color=col, label=lab)
                 ax.axhline(np.mean(v), color=col, ls="--", lw=1)
+            ax.set_xticks(x)
             ax.set_xlabel("run")
             ax.set_ylabel("clean test AUROC")
         elif name == "greybox":
