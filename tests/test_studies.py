@@ -303,3 +303,28 @@ def test_order_inputs_make_the_detector_see_broken_ordering(sorted_toy, tmp_path
         _p(loaded, X[:10, :5])
     with pytest.raises(InputError, match="ordered_features"):
         train_detector(X, X_adv, ordered_features=[0, 9], **kw)
+
+
+# ====================================================================== the replays
+REPLAYS = ["detector", "auroc_vs_size", "significance", "efficiency", "greybox",
+           "augmentation", "training"]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", REPLAYS)
+def test_paper_replays_print_their_side_by_side_table(script, tmp_path_factory):
+    import os
+    import subprocess
+    import sys
+
+    work = tmp_path_factory.getbasetemp() / "paper_replays"  # shared: one sample for all
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, f"{script}.py", "--quick", "--events", "500", "--runs", "2",
+         "--epochs", "4", "--workdir", str(work)],
+        cwd=Path(__file__).resolve().parents[1] / "examples" / "paper",
+        capture_output=True, text=True, timeout=1800, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| quantity | this replay | paper | paper reference |" in proc.stdout
+    assert "Sect." in proc.stdout or "Fig." in proc.stdout

@@ -17,18 +17,24 @@ from advsyst.workflows.studies import run_study
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0], quick_runs=2, full_runs=5)
-    p.add_argument("--inputs", default="features", choices=["features", "features+score"])
+    p.add_argument(
+        "--inputs",
+        default="features",
+        choices=["features", "features+score", "features+order", "features+order+score"],
+    )
+    p.add_argument("--attack-config", default="paper_table14_ttww_detector.yaml",
+                   help="attack table in examples/configs (cumulative_demo.yaml: the demo's)")  # fmt: skip
     args = p.parse_args()
     events, runs = common.sizes(args)
     paths = common.prepare(args.workdir, events, args.seed, args.epochs)
     cfg = {
-        "attack": load_config(str(common.CONFIGS / "paper_table14_ttww_detector.yaml")),
+        "attack": load_config(str(common.CONFIGS / args.attack_config)),
         "n_runs": runs,
         "seed": args.seed,
         "detector_inputs": args.inputs,
         "sizes": [250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000],
     }
-    out = f"{args.workdir}/study_auroc_vs_size_{events}ev_{args.inputs}"
+    out = f"{args.workdir}/study_auroc_vs_size_{events}ev_{args.inputs}_{args.attack_config.split('.')[0]}"
     r = run_study("auroc-vs-size", paths["data"], paths["model"], cfg, out,
                   resume=args.resume).result  # fmt: skip
     c = r["curve"]

@@ -19,20 +19,28 @@ from advsyst.workflows.studies import run_study
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0], quick_runs=3, full_runs=10)
-    p.add_argument("--inputs", default="features", choices=["features", "features+score"])
+    p.add_argument(
+        "--inputs",
+        default="features",
+        choices=["features", "features+score", "features+order", "features+order+score"],
+    )
     p.add_argument("--detector-epochs", type=int, default=20)
+    p.add_argument("--attack-config", default="paper_table14_ttww_detector.yaml",
+                   help="attack table in examples/configs (cumulative_demo.yaml: the demo's)")  # fmt: skip
     args = p.parse_args()
     events, runs = common.sizes(args)
     paths = common.prepare(args.workdir, events, args.seed, args.epochs)
     cfg = {
-        "attack": load_config(str(common.CONFIGS / "paper_table14_ttww_detector.yaml")),
+        "attack": load_config(str(common.CONFIGS / args.attack_config)),
         "n_runs": runs,
         "seed": args.seed,
         "detector": {"epochs": args.detector_epochs, "train_fraction": 0.8},
         "detector_inputs": args.inputs,
         "threshold": 0.5,
     }
-    out = f"{args.workdir}/study_detector_{events}ev_{args.inputs}"
+    out = (
+        f"{args.workdir}/study_detector_{events}ev_{args.inputs}_{args.attack_config.split('.')[0]}"
+    )
     r = run_study("detector", paths["data"], paths["model"], cfg, out, resume=args.resume).result
     m = r["mean"]
     print(
