@@ -1184,7 +1184,7 @@ def plot_study(name: str, r: Mapping[str, Any], path: str | os.PathLike[str]) ->
                 ax.errorbar(x + dx, v, yerr=e, fmt="o", color=col, label=lab)
             ax.set_xticks(x)
             ax.set_xlabel("run")
-            ax.set_ylabel("fooling ratio (base model's test adversaries)")
+            ax.set_ylabel("FR, base model's test adv.")
             ax.set_ylim(0, 1.05)
         elif name == "augmentation":
             runs = r["runs"]
@@ -1249,6 +1249,8 @@ def plot_study(name: str, r: Mapping[str, Any], path: str | os.PathLike[str]) ->
                 label="detector (mean ± std over runs)",
             )
             ax.set_xscale("log")
+            ax.set_xticks([x["size"] for x in c], [str(x["size"]) for x in c], fontsize=12)
+            ax.minorticks_off()
             ax.set_xlabel("detector training events (clean + adversarial)")
             ax.set_ylabel("detector AUROC")
         else:  # pragma: no cover - guarded by run_study
