@@ -32,7 +32,7 @@ def main() -> None:
         "n_runs": runs,
         "seed": args.seed,
         "detector_inputs": args.inputs,
-        "sizes": [250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000],
+        "sizes": [100, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000],
     }
     out = f"{args.workdir}/study_auroc_vs_size_{events}ev_{args.inputs}_{args.attack_config.split('.')[0]}"
     r = run_study("auroc-vs-size", paths["data"], paths["model"], cfg, out,
