@@ -8,6 +8,7 @@ that ``advsyst --help`` stays fast):
 * ``generate``  Pythia 8 + FastJet samples in PFNano layout   -> advsyst.data.cli
 * ``features``  coffea feature processor over ROOT files      -> advsyst.features.cli
 * ``demo``      the main job, end to end                      -> advsyst.workflows.demo
+* ``study``     the paper's robustness studies                -> advsyst.workflows.studies
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ _COMMANDS = {
     "generate": ("advsyst.data.cli", "Generate Pythia 8 + FastJet samples in PFNano layout."),
     "features": ("advsyst.features.cli", "Extract jet features from NanoAOD/PFNano ROOT files."),
     "demo": ("advsyst.workflows.demo", "The main job: samples -> tagger -> attack -> systematics."),
+    "study": (
+        "advsyst.workflows.studies",
+        "The paper's robustness studies (detector, training...).",
+    ),
 }
 
 

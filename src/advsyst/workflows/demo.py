@@ -67,6 +67,8 @@ class DemoConfig:
     tagger_epochs: int = 20
     tagger_hidden: tuple[int, ...] = (300, 102, 12, 6)
     detector_epochs: int = 20
+    # the detector also sees the constituent-pT ordering inputs (advsyst.workflows.detector)
+    detector_order_inputs: bool = True
     attack: dict[str, Any] = field(default_factory=_default_attack)
     fgsm_epsilon: float = 0.01  # in units of each feature's range
     noise_sigma: float = 0.01
@@ -176,7 +178,7 @@ def run_demo(out: str | os.PathLike[str], cfg: DemoConfig | None = None) -> dict
     from advsyst.models import save_model, train_classifier
     from advsyst.systematics import plots
     from advsyst.systematics.variations import CACHE_KEY
-    from advsyst.workflows.detector import train_detector
+    from advsyst.workflows.detector import ordered_columns, train_detector
 
     cfg = cfg or DemoConfig()
     out = Path(out)
@@ -246,6 +248,7 @@ def run_demo(out: str | os.PathLike[str], cfg: DemoConfig | None = None) -> dict
         seed=cfg.seed,
         epochs=cfg.detector_epochs,
         feature_names=names,
+        ordered_features=ordered_columns(names) if cfg.detector_order_inputs else None,
         progress=True,
     )
     # working point: the threshold that keeps `detector_clean_efficiency` of the held-out

@@ -6,11 +6,21 @@ adversarial version (label 1).  Events the attack did not move are left out (bot
 versions are identical).  A held-out half measures the detector's AUROC; its clean-event
 efficiency (fraction of clean events *not* flagged) on simulation and on data is the
 quantity compared between the two.
+
+Beyond the paper, :func:`train_detector` can also show the detector *ordering-consistency*
+inputs (``ordered_features``): for columns that every clean event holds in non-increasing
+order (the TopoDNN constituent transverse momenta ``pt_1 >= pt_2 >= ...``), the adjacent
+differences and their total positive part.  The attack moves each feature independently and
+breaks that order in almost every adversarial jet, which a plain MLP on the raw features
+learns only poorly.  The returned model (:class:`DetectorNet`) takes the raw features and
+computes these inputs itself, so it is used and saved like any other detector.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,12 +32,74 @@ from advsyst.attacks.model import as_adapter
 from advsyst.errors import InputError
 from advsyst.models import Classifier, TrainHistory, train_classifier
 
-__all__ = ["DetectorResult", "train_detector", "flag_adversarial"]
+__all__ = [
+    "DetectorResult",
+    "DetectorNet",
+    "train_detector",
+    "flag_adversarial",
+    "ordered_columns",
+    "order_inputs",
+]
 
 log = logging.getLogger(__name__)
 
 #: the detector needs at least this many moved events to learn anything
 MIN_ADVERSARIAL_EVENTS = 20
+
+
+def ordered_columns(feature_names: Sequence[str] | None, prefix: str = "pt_") -> list[int]:
+    """Column indices of ``{prefix}1, {prefix}2, ...`` in numeric order (``[]`` if fewer than 2).
+
+    For the TopoDNN inputs these are the constituent transverse momenta, sorted
+    non-increasingly in every clean jet.
+    """
+    if not feature_names:
+        return []
+    pat = re.compile(rf"^{re.escape(prefix)}(\d+)$")
+    found = sorted(
+        (int(m.group(1)), i) for i, n in enumerate(feature_names) if (m := pat.match(str(n)))
+    )
+    return [i for _, i in found] if len(found) >= 2 else []
+
+
+def order_inputs(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x`` with the ordering-consistency inputs appended: the adjacent differences
+    ``x[:, index[k+1]] - x[:, index[k]]`` (<= 0 for a sorted event) and their total positive
+    part.  ``index`` with fewer than two entries returns ``x`` unchanged."""
+    if index.numel() < 2:
+        return x
+    v = x.index_select(1, index)
+    d = v[:, 1:] - v[:, :-1]
+    return torch.cat([x, d, torch.relu(d).sum(dim=1, keepdim=True)], dim=1)
+
+
+class DetectorNet(torch.nn.Module):
+    """A detector :class:`Classifier` that computes its extra inputs from the raw features.
+
+    ``n_features`` is the raw input width; ``logits``/``forward`` follow the
+    :class:`Classifier` conventions, so adapters, thresholds and ``save_model`` work as for
+    a plain detector.
+    """
+
+    def __init__(self, net: Classifier, n_features: int, order_index: Sequence[int]) -> None:
+        super().__init__()
+        self.net = net
+        self.n_features = int(n_features)
+        self.advsyst_output = "probability"
+        self.register_buffer("order_index", torch.as_tensor(list(order_index), dtype=torch.long))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[1] != self.n_features:
+            raise RuntimeError(
+                "DetectorNet expects input of shape (n, "
+                + str(self.n_features)
+                + "), got "
+                + str(list(x.shape))
+            )
+        return self.net.logits(order_inputs(x, self.order_index))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(x))
 
 
 @dataclass
@@ -71,6 +143,7 @@ def train_detector(
     batch_size: int = 256,
     lr: float = 1e-3,
     feature_names: list[str] | None = None,
+    ordered_features: Sequence[int] | None = None,
     progress: bool = True,
 ) -> DetectorResult:
     """Train the clean-vs-adversarial MLP on paired events.
@@ -83,6 +156,10 @@ def train_detector(
         Events the attack changed (default: rows that differ).
     train_fraction
         Fraction of moved events used for training; the rest measure the AUROC.
+    ordered_features
+        Columns every clean event holds in non-increasing order (see
+        :func:`ordered_columns`); the detector then also sees :func:`order_inputs` and the
+        returned model is a :class:`DetectorNet` taking the raw features.
     """
     X_clean = np.asarray(X_clean, dtype=np.float64)
     X_adv = np.asarray(X_adv, dtype=np.float64)
@@ -111,6 +188,17 @@ def train_detector(
         return X, y, np.concatenate([w[ev], w[ev]])
 
     Xtr, ytr, wtr = pairs(tr)
+    order = [int(i) for i in (ordered_features or [])]
+    if order and (min(order) < 0 or max(order) >= X_clean.shape[1] or len(set(order)) < len(order)):
+        raise InputError(
+            f"ordered_features must be distinct column indices below {X_clean.shape[1]}, "
+            f"got {order}"
+        )
+    index = torch.as_tensor(order, dtype=torch.long)
+    if len(order) >= 2:
+        Xtr = order_inputs(torch.as_tensor(Xtr), index).numpy()
+        if feature_names is not None:
+            feature_names = [*feature_names, *[f"order_{k}" for k in range(len(order))]]
     log.info("training the adversarial detector on %d clean/adversarial pairs", len(tr))
     model, hist = train_classifier(
         Xtr,
@@ -124,6 +212,8 @@ def train_detector(
         feature_names=feature_names,
         progress=progress,
     )
+    if len(order) >= 2:
+        model = DetectorNet(model, X_clean.shape[1], order)
     model.eval()
     auc = float("nan")
     if len(te):
