@@ -319,3 +319,21 @@ def test_first_order_attacks_take_gradient_free_adapters(toy, gbdt):
     # adapter calibrates its steps on the same first array, X[:100])
     g = as_adapter(gbdt, n_features=4)
     np.testing.assert_array_equal(moved, g.loss_gradient(X[:100], a.predict(X[:100])) != 0)
+
+
+@pytest.mark.slow
+def test_gradient_free_benchmark_runs(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gradient_free.py"
+    spec = importlib.util.spec_from_file_location("gradient_free_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "gf.json"
+    assert mod.main(["--n", "500", "--iterations", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    by = {(r["model"], r["gradient"]): r for r in rows}
+    assert by[("MLP, torch", "autograd")]["rows_per_event_gradient"] == 1
+    assert by[("MLP, ONNX", "finite-difference")]["rows_per_event_gradient"] == 60  # 2 d
+    assert "| BDT, xgboost |" in capsys.readouterr().out

@@ -13,6 +13,7 @@ from advsyst.models.io import (
 from advsyst.models.kinds import adapter_for, model_kind
 from advsyst.models.mlp import Classifier, Standardize, build_mlp
 from advsyst.models.onnx import OnnxAdapter, OnnxModel, onnx_to_torch
+from advsyst.models.particles import ParticleLayout, ParticleModule, per_particle
 from advsyst.models.train import TrainHistory, train_classifier
 
 __all__ = [
@@ -29,6 +30,9 @@ __all__ = [
     "OnnxModel",
     "OnnxAdapter",
     "onnx_to_torch",
+    "ParticleLayout",
+    "ParticleModule",
+    "per_particle",
     "load_metadata",
     "predict_proba",
     "METADATA_NAME",
