@@ -85,6 +85,59 @@ def test_onnx_mlp_matches_torch_scores_and_autograd_gradients(toy, mlp):
     np.testing.assert_allclose(g, ta.loss_gradient(X, t), rtol=1e-4, atol=1e-7)
 
 
+class _OpsNet(torch.nn.Module):
+    """A 3-class net whose ONNX export uses shape arithmetic, Gather/Slice, Clip, Elu..."""
+
+    def __init__(self, softmax: bool) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.a, self.b, self.softmax = torch.nn.Linear(6, 8), torch.nn.Linear(8, 3), softmax
+
+    def forward(self, x):
+        x = x.view(x.size(0), 2, 3)
+        x = torch.tanh(x).transpose(1, 2).reshape(x.size(0), -1)
+        h = self.a(x)
+        h = torch.nn.functional.leaky_relu(h, 0.1) + torch.nn.functional.elu(h).clamp(-0.5, 2.0)
+        h = torch.cat([h[:, :4], torch.exp(-(h[:, 4:] ** 2))], dim=1)
+        z = self.b(h) / h.abs().mean(dim=1, keepdim=True).sqrt()
+        return torch.softmax(z, dim=-1) if self.softmax else z
+
+
+def test_onnx_multiclass_graph_replay_matches_torch(tmp_path, rng):
+    X = rng.normal(size=(300, 6))
+    net = _OpsNet(softmax=True).eval()
+    _export(net, 6, tmp_path / "ops.onnx")
+    om = OnnxModel(tmp_path / "ops.onnx")
+    assert {"Gather", "Slice", "Shape", "Clip", "Elu", "Softmax"} <= om.op_types
+    a = as_adapter(om)
+    logits = _OpsNet(softmax=False).eval()  # same weights (same seed); torch sees logits
+    ta = as_adapter(logits, n_features=6)
+    np.testing.assert_allclose(a.probabilities(X), ta.probabilities(X), atol=1e-6)
+    assert a.n_classes == 3
+    t = ta.predict(X)
+    g = a.loss_gradient(X, t)
+    assert a.gradient_mode == "autograd"
+    np.testing.assert_allclose(g, ta.loss_gradient(X, t), rtol=1e-4, atol=1e-6)
+
+
+def test_multiclass_predict_proba(toy):
+    from sklearn.linear_model import LogisticRegression
+
+    X, _ = toy
+    y3 = np.digitize(X[:, 0], [-0.5, 0.5])
+    clf = LogisticRegression(max_iter=200).fit(X, y3)
+    a = as_adapter(clf)
+    # log-probabilities are floored at log(1e-12)
+    np.testing.assert_allclose(a.probabilities(X), clf.predict_proba(X), rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(a.predict(X), clf.predict(X))
+    # a linear softmax model: -log p_t has gradient sum_k p_k w_k - w_t
+    t = clf.predict(X[:20])
+    p = clf.predict_proba(X[:20])
+    exact = p @ clf.coef_ - clf.coef_[t]
+    a = as_adapter(clf, fd_step=1e-5, fd_retries=0)
+    np.testing.assert_allclose(a.loss_gradient(X[:20], t), exact, rtol=1e-4, atol=1e-7)
+
+
 def test_onnx_finite_differences_approximate_the_gradient(toy, mlp):
     X, _ = toy
     m, path = mlp
@@ -215,6 +268,10 @@ def test_xgboost_booster_file_and_coffea_wrapper(toy, tmp_path):
 
     wrapped = as_adapter(Bdt(str(tmp_path / "bdt.json")))
     np.testing.assert_allclose(wrapped.scores(X), ref, rtol=1e-6)
+    hard = xgboost.train({"objective": "multi:softmax", "num_class": 3},
+                         xgboost.DMatrix(X, label=np.digitize(X[:, 0], [-0.5, 0.5])), 2)  # fmt: skip
+    with pytest.raises(InputError, match="objective 'multi:softmax'"):
+        as_adapter(hard)
 
 
 @pytest.mark.parametrize("zipmap", [False, True])

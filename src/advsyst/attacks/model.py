@@ -262,7 +262,7 @@ class BlackBoxAdapter(ModelAdapter):
 
     * outputs may be ``(n,)`` / ``(n, 1)`` probabilities or logits (``output``, as for
       torch models) or ``(n, k)`` class probabilities (recognised when every row lies in
-      [0, 1] and sums to 1) or logits;
+      [0, 1] and sums to 1) or logits; probabilities are floored at 1e-12 before the log;
     * :meth:`loss_gradient` is a central difference of the per-event cross-entropy,
       ``(L(x + h_j e_j) - L(x - h_j e_j)) / 2 h_j`` for each feature ``j``: ``2 d`` model
       evaluations per event instead of one forward and one backward pass.  For smooth

@@ -90,9 +90,21 @@ def model_kind(obj: Any) -> str:
 class _BoosterProba:
     """``X -> probabilities`` of an xgboost Booster (binary: P(1); multi-class: (n, k))."""
 
+    #: objectives whose ``predict`` is a probability (binary:logitraw gives logits)
+    PROBABILITY = ("binary:logistic", "multi:softprob", "binary:logitraw")
+
     def __init__(self, booster: Any) -> None:
+        import json
+
         self.booster = booster
         self.n_features = int(booster.num_features())
+        objective = json.loads(booster.save_config())["learner"]["objective"]["name"]
+        if objective not in self.PROBABILITY:
+            raise InputError(
+                f"xgboost Booster with objective {objective!r} does not predict class "
+                f"probabilities; train with one of {list(self.PROBABILITY)}"
+            )
+        self.advsyst_output = "logit" if objective == "binary:logitraw" else "probability"
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         import xgboost
