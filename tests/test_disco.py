@@ -135,7 +135,9 @@ def test_candidates_and_jsd_match_the_pearson_kernel(rng, kind):
     lo, hi = X.min(0), X.max(0)
     ncand = 15 if kind == "draws" else 0
     j = 2 if kind == "integer" else 0
-    cand = (lo, hi, np.full(3, 0.05), np.full(3, 0.1), ncand, 40, np.arange(3) == 2, 3, 1, False)
+    cand = K.make_cand(
+        lo, hi, np.full(3, 0.05), np.full(3, 0.1), ncand, 40, np.arange(3) == 2, 3, 1, False
+    )
     pearson_off = (*ka[:12], np.zeros(3, bool), np.zeros(1), ka[14])
     scratch = (np.empty((80, 3)), np.empty(3), np.empty(3), np.empty(3))
     for i in range(0, 80, 7):
@@ -185,7 +187,9 @@ def test_score_is_the_brute_force_argmin_in_a_moved_state(rng, mode):
     assert -1.5 < best < -0.1  # interior: neither the first nor the last candidate
     scratch = (np.empty((n, d)), np.empty(d), np.empty(d), np.empty(d))
     _dist_row(t.xs, p, scratch[0])
-    cand = (lo, hi, np.full(d, 0.02), np.full(d, 0.05), 0, 10_000, np.zeros(d, bool), 0, 1, False)
+    cand = K.make_cand(
+        lo, hi, np.full(d, 0.02), np.full(d, 0.05), 0, 10_000, np.zeros(d, bool), 0, 1, False
+    )
     dl, sc, status = _score(
         X[p], 1.0, j, sgn, p, p, cand, ka, t.arrays(), scratch,
         (mode, lim_j, lim_d, t.norm0, alpha, beta), False,

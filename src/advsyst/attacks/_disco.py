@@ -211,33 +211,26 @@ def _score(x, w, j, s, ev, p, cand, stats, dstats, scratch, budget, allow_inadmi
     the Pearson kernels (``budget`` with the tracker's ‖R0‖_F), ``dstats`` the tracker's
     arrays, ``scratch = (Ap, g, h, Rrow)`` with Ap holding row p of the distances.  Returns
     (delta, score, status) like ``score_feature``."""
-    lo, hi, mc_a, _, ncand, maxc, is_int_a, rseed, it, _ = cand
-    edges, lo_e, inv_w, H0, H, T, Ssum, mean, cov, sig, Ccur, C0, pvalid, pF2, W = stats
     xs, r, tot, S1, P, V, Rcur, R0, valid, F2 = dstats
     Ap, g, h, Rrow = scratch
     mode, max_jsd, max_frob, norm0, alpha, beta = budget
     cum = mode == K.MODE_CUMULATIVE
     Rref = R0 if cum else Rcur
     base = F2[0] if cum else 0.0
-    lo_j = lo[j]
-    hi_j = hi[j]
-    mc = mc_a[j]
     st = K._step(cand, ev, j)
-    is_int = is_int_a[j]
     xj = x[j]
     if s == 0.0:
         return 0.0, 0.0, 0
-    dist = hi_j - xj if s > 0 else xj - lo_j
+    dist = K._reach(cand, ev, j, xj, s)
     if dist <= 0.0:
         return 0.0, 0.0, 0
-    KB = edges.shape[1] - 1
+    d = x.shape[0]
     corr_j = valid[j]
-    a = K._slot(xj, edges[j], lo_e[j], inv_w[j], KB)
-    wT = w / T
-    pa = H0[j, a] / T
-    qa = H[j, a] / T
-    dfa = K._f(pa, qa - wT) - K._f(pa, qa)
-    Sj = Ssum[j]
+    nrow = stats[0].shape[0] // d
+    a_r = np.empty(nrow, dtype=np.int64)
+    last_b = np.empty(nrow, dtype=np.int64)
+    S_r = np.empty(nrow)
+    K._jsd_init(xj, j, d, stats, a_r, last_b)
     max_jsd2 = max_jsd * max_jsd
     maxF2 = (max_frob * norm0) ** 2 if cum else max_frob * max_frob
 
@@ -246,25 +239,16 @@ def _score(x, w, j, s, ev, p, cand, stats, dstats, scratch, budget, allow_inadmi
     found = 0
     any_d = 0.0
     any_sc = np.inf
-    n_c = K._n_candidates(is_int, ncand, mc, st, dist, maxc)
+    n_c = K._n_candidates(cand, j, xj, s, st, dist)
     for c_i in range(n_c):
-        mag = K._magnitude(c_i, is_int, ncand, mc, st, dist, rseed, it, ev, j)
-        if mag > dist:
+        delta = K._delta(c_i, cand, ev, j, xj, s, st, dist)
+        if np.isnan(delta):
             break
-        delta = s * mag
         xn = xj + delta
-        b = K._slot(xn, edges[j], lo_e[j], inv_w[j], KB)
-        dS = 0.0
-        if b != a:
-            pb = H0[j, b] / T
-            qb = H[j, b] / T
-            dS = dfa + K._f(pb, qb + wT) - K._f(pb, qb)
-        jsd2 = Sj + dS
-        if jsd2 < 0.0:
-            jsd2 = 0.0
+        jsd2, jsd_ok = K._jsd_candidate(xn, w, j, d, stats, a_r, last_b, S_r, max_jsd2)
         jsd = np.sqrt(jsd2)
         # the dCor term is >= 0: skip the O(m·d) part when it cannot change the answer
-        if not allow_inadmissible and (jsd2 > max_jsd2 or alpha * jsd >= best_sc):
+        if not allow_inadmissible and (not jsd_ok or alpha * jsd >= best_sc):
             continue
         F2n = base
         if corr_j:
@@ -275,7 +259,7 @@ def _score(x, w, j, s, ev, p, cand, stats, dstats, scratch, budget, allow_inadmi
         if F2n < 0.0:
             F2n = 0.0
         corr_term = np.sqrt(F2n) / norm0 if cum else np.sqrt(F2n)
-        ok = jsd2 <= max_jsd2 and F2n <= maxF2
+        ok = jsd_ok and F2n <= maxF2
         sc = alpha * jsd + beta * corr_term
         if ok and sc < best_sc:
             best_sc = sc
@@ -301,7 +285,6 @@ def _pass_kernel(
     of an event are scored against the state before the event and applied together.
     ``stats`` is the Pearson state (histograms kept exact), ``dstats`` the tracker's
     arrays, ``budget`` carries the tracker's ‖R0‖_F."""
-    Ssum = stats[6]  # the running JS sums of the Pearson state
     xs, r, tot, S1, P, V, Rcur, R0, valid, F2 = dstats
     mode, max_jsd, max_frob, norm0, _, _ = budget
     n_ev = events.shape[0]
@@ -337,7 +320,7 @@ def _pass_kernel(
                 old = x[j]
                 K.apply_move(x, w, j, x[j] + dl, stats)
                 _move(dstats, p, j, x[j], scratch)
-                if Ssum[j] > max_jsd2 or F2[0] > maxF2:  # rounding at the very edge
+                if K.jsd_over(stats, j, d, max_jsd2) or F2[0] > maxF2:  # rounding at the very edge
                     K.apply_move(x, w, j, old, stats)
                     x[j] = old
                     _move(dstats, p, j, old, scratch)

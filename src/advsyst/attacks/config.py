@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,28 @@ class ConservAttackConfig:
     immutable, integer_features, default_value, bounds
         Features never moved; features moved in integer steps; entries equal to
         ``default_value`` never moved; per-feature ``[lo, hi]`` (default: the clean range).
+    max_discrete_values, discrete
+        A feature with at most ``max_discrete_values`` distinct values in the clean data
+        (0 = no detection; ``integer_features`` are left as declared) is discrete:
+        ``discrete="support"`` moves it only between its observed values, ``"freeze"``
+        never moves it.
+    envelope
+        Per-event uncertainty envelopes: ``{name or glob: {relative: r} | {absolute: a}}``.
+        Every entry of a matching feature stays within ``r·|x_clean|`` (or ``a``) of its
+        clean value, over all iterations together.  The most specific key wins: an exact
+        name beats any glob, among globs the longest pattern.  Without feature names the
+        names are the column indices ("0", "1", ...).  None: the paper's behaviour.
+    robust_binnings, robust_noise_fraction, robust_bootstrap
+        The binning-robust budget.  ``robust_binnings`` lists extra ``[bins, offset]``
+        equal-width binnings of the clean range (offset in bin widths) on which the JSD is
+        tracked next to the attack's own ``num_bins``; ``"auto"`` = bin counts 50, 71,
+        100, 141, 200 at offsets 0 and 1/2; None or [] = off (the paper's single
+        binning).  On every tracked binning (the own one included) each feature's JSD
+        stays below ``max_jsd_single_change`` and below ``robust_noise_fraction`` times
+        the statistical resolution of that binning (the 95th percentile of the JSD
+        between the clean set and ``robust_bootstrap`` seeded Poisson-bootstrap resamples
+        of it, :func:`advsyst.stats.validation.resolution`); ``robust_noise_fraction:
+        null`` drops the resolution cap.
     """
 
     min_change: float = 0.005
@@ -97,6 +120,12 @@ class ConservAttackConfig:
     integer_features: Sequence[int] = field(default_factory=list)
     default_value: float | None = None
     bounds: Sequence[Sequence[float]] | None = None
+    max_discrete_values: int = 20
+    discrete: str = "support"
+    envelope: Mapping[str, Mapping[str, float]] | None = None
+    robust_binnings: Any = "auto"
+    robust_noise_fraction: float | None = 0.5
+    robust_bootstrap: int = 200
     track_best: bool = True
     seed: int = 0
     device: str = "cpu"
@@ -145,6 +174,58 @@ class ConservAttackConfig:
             bad(f"num_candidates must be a positive integer or null, got {self.num_candidates!r}")
         if self.alpha < 0 or self.beta < 0:
             bad("alpha and beta must be >= 0")
+        if self.discrete not in ("support", "freeze"):
+            bad(f"discrete must be 'support' or 'freeze', got {self.discrete!r}")
+        for name in ("max_discrete_values", "robust_bootstrap"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                bad(f"{name} must be a non-negative integer, got {v!r}")
+        self._validate_envelope(bad)
+        self._validate_robust(bad)
+
+    def _validate_envelope(self, bad: Any) -> None:
+        if self.envelope is None:
+            return
+        if not isinstance(self.envelope, Mapping):
+            bad("envelope must map feature names or glob patterns to {relative: r} or "
+                f"{{absolute: a}}, got {type(self.envelope).__name__}")  # fmt: skip
+        for key, spec in self.envelope.items():
+            if not isinstance(spec, Mapping) or len(spec) != 1:
+                bad(f"envelope[{key!r}] must be {{relative: r}} or {{absolute: a}}, got {spec!r}")
+            (kind, val), = spec.items()  # fmt: skip
+            if kind not in ("relative", "absolute"):
+                bad(f"envelope[{key!r}]: unknown kind {kind!r} (use relative or absolute)")
+            if (
+                not isinstance(val, int | float)
+                or isinstance(val, bool)
+                or not math.isfinite(val)
+                or val < 0
+            ):
+                bad(f"envelope[{key!r}].{kind} must be a finite number >= 0, got {val!r}")
+
+    def _validate_robust(self, bad: Any) -> None:
+        rb = self.robust_binnings
+        if rb is not None and rb != "auto":
+            if isinstance(rb, str) or not isinstance(rb, Sequence):
+                bad(f"robust_binnings must be 'auto', null or a list of [bins, offset], got {rb!r}")
+            for item in rb:
+                ok = isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 2
+                if ok:
+                    k, off = item
+                    ok = (
+                        isinstance(k, int)
+                        and not isinstance(k, bool)
+                        and k >= 1
+                        and isinstance(off, int | float)
+                        and 0.0 <= off < 1.0
+                    )
+                if not ok:
+                    bad(f"robust_binnings: {item!r} is not [bins >= 1, offset in [0, 1)]")
+        f = self.robust_noise_fraction
+        if f is not None and (
+            not isinstance(f, int | float) or isinstance(f, bool) or not math.isfinite(f) or f <= 0
+        ):
+            bad(f"robust_noise_fraction must be a finite number > 0 or null, got {f!r}")
 
     # -- conversion -----------------------------------------------------------
     @classmethod

@@ -31,12 +31,19 @@ def js_term(p: np.ndarray | float, q: np.ndarray | float) -> np.ndarray:
 
 
 def jsd(p: np.ndarray, q: np.ndarray) -> float:
-    """Jensen–Shannon distance (base 2) between two (unnormalised) histograms."""
-    p = np.asarray(p, dtype=np.float64)
-    q = np.asarray(q, dtype=np.float64)
+    """Jensen–Shannon distance (base 2) between two (unnormalised) histograms.
+
+    Signed event weights can leave a slot with negative net content: such a slot counts
+    as zero and both histograms are renormalised over what remains (the convention of
+    the attack engine, :mod:`advsyst.attacks._kernels`).
+    """
+    p = np.clip(np.asarray(p, dtype=np.float64), 0.0, None)
+    q = np.clip(np.asarray(q, dtype=np.float64), 0.0, None)
     sp, sq = p.sum(), q.sum()
     if sp <= 0 or sq <= 0:
-        raise InputError("Jensen-Shannon distance of an empty histogram is undefined")
+        raise InputError(
+            "Jensen-Shannon distance of a histogram without positive content is undefined"
+        )
     return float(np.sqrt(max(js_term(p / sp, q / sq).sum(), 0.0)))
 
 
