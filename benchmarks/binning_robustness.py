@@ -17,10 +17,14 @@ feature/binning where it happens, and the attack's seconds.  Acceptance: worst r
 Options (``ConservAttackConfig`` keys):
 
 * ``paper``: ``robust_binnings: null`` (one binning, the paper's);
-* ``offsets``: the own bin count at offsets 1/4, 1/2, 3/4, limit ``max_jsd``;
-* ``multi``: ``robust_binnings: auto`` (50, 71, 100, 141, 200 bins × offsets 0, 1/2),
-  limit ``max_jsd`` only (``robust_noise_fraction: null``);
-* ``multi+res<f>``: ``auto`` and every tracked row also below f × its resolution.
+* ``offsets``: the own bin count at offsets 1/4, 1/2, 3/4 too, each limited to ``max_jsd``;
+* ``multi``: 50, 71, 100, 141, 200 bins × offsets 0, 1/2 (10 binnings), each limited to
+  ``max_jsd`` (``robust_noise_fraction: null``);
+* ``multi+res<f>``: the same binnings, each limited to f × its resolution (the own one
+  also to ``max_jsd``);
+* ``dense+res0.5``: **the default** (``robust_binnings: auto``, ``robust_noise_fraction:
+  0.5``): 50, 71, 100, 141, 200 bins × offsets 0, 1/4, 1/2, 3/4 (20 binnings), each below
+  0.5 × its resolution, the own one also below ``max_jsd``.
 """
 
 from __future__ import annotations
@@ -39,12 +43,16 @@ from attack_throughput import make_dataset, train_tagger  # noqa: E402
 from advsyst.attacks import ConservAttack  # noqa: E402
 from advsyst.stats.validation import binning_scan  # noqa: E402
 
+#: 50, 71, 100, 141, 200 bins at offsets 0 and 1/2
+MULTI = [[k, o] for k in (50, 71, 100, 141, 200) for o in (0.0, 0.5)]
 OPTIONS = {
     "paper": dict(robust_binnings=None),
     "offsets": dict(robust_noise_fraction=None, robust_binnings="own-offsets"),
-    "multi": dict(robust_binnings="auto", robust_noise_fraction=None),
-    "multi+res0.8": dict(robust_binnings="auto", robust_noise_fraction=0.8),
-    "multi+res0.5": dict(robust_binnings="auto", robust_noise_fraction=0.5),
+    "multi": dict(robust_binnings=MULTI, robust_noise_fraction=None),
+    "multi+res0.8": dict(robust_binnings=MULTI, robust_noise_fraction=0.8),
+    "multi+res0.5": dict(robust_binnings=MULTI, robust_noise_fraction=0.5),
+    "multi+res0.4": dict(robust_binnings=MULTI, robust_noise_fraction=0.4),
+    "dense+res0.5": dict(robust_binnings="auto", robust_noise_fraction=0.5),  # the default
 }
 
 

@@ -37,14 +37,68 @@ Moments: ``mean`` (d,), ``cov`` (d, d), ``sig`` (d,) = sqrt(diag(cov)); ``W`` = 
 correlation; ``F2[0]`` = ‖Ccur − C0‖²_F; ``valid`` (d,) bool: features taking part in the
 correlation (zero- or negative-variance ones do not).
 
-Every candidate costs O(R) after an O(d) preparation per (event, feature); the closed form
-of the correlation term is derived in :mod:`advsyst.stats.moments`.
+Every candidate costs O(R) (the histogram rows of its feature) after an O(d) preparation
+per (event, feature).  These kernels
+are the only incremental implementation of the statistics in advsyst; the batch functions
+:func:`advsyst.stats.jsd_per_feature`, :func:`advsyst.stats.pearson_correlation` and
+:func:`advsyst.stats.delta_fn` recompute everything from scratch and are the independent
+reference the tests compare against.
+
+Closed forms
+------------
+*JSD.*  With clean and current weighted counts ``p_k = max(H0[row, k], 0)/T0`` and
+``q_k = max(H[row, k], 0)/Tq`` (``T0 = hs[0, row]``, ``Tq = hs[1, row]``) and ``f(p, q) =
+½[p log2(2p/(p+q)) + q log2(2q/(p+q))]`` (0·log 0 = 0), the running sum is ``Ssum_row =
+Σ_k f(p_k, q_k)`` and ``JSD = sqrt(Ssum_row)``.  Moving a value of (signed) weight ``w``
+from slot ``a`` to slot ``b`` changes two terms only while both slots stay non-negative
+(then ``Tq`` does not change)::
+
+    ΔS = f(p_a, q_a − w/Tq) − f(p_a, q_a) + f(p_b, q_b + w/Tq) − f(p_b, q_b)
+
+otherwise ``Tq`` changes and the row is recomputed, O(slots) (:func:`_row_after`).
+
+*Moments.*  With ``W = Σ w``, ``μ = Σ w x / W`` and ``cov = Σ w (x − μ)(x − μ)ᵀ / W`` (no
+Bessel correction), moving entry ``x_ij`` (weight ``w``, ``r = w/W``) by ``δ`` changes row
+and column ``j`` only::
+
+    cov_jk(δ) = cov_jk + δ r (x_ik − μ_k)                   (k ≠ j)
+    var_j(δ)  = var_j + 2 δ r (x_ij − μ_j) + δ² r (1 − r)
+    μ_j(δ)    = μ_j + δ r
+
+*Correlation distance.*  With ``A_k = cov_jk/σ_k``, ``B_k = r (x_ik − μ_k)/σ_k`` and the
+reference row ``c_k = Cref_jk`` (sums over valid ``k ≠ j``), ``ρ_jk(δ) = (A_k + δ B_k) /
+sqrt(var_j(δ))`` and::
+
+    rs(δ) = Σ_k (ρ_jk(δ) − c_k)²
+          = (ΣA² + 2δ ΣAB + δ² ΣB²)/var_j(δ) − 2(ΣcA + δ ΣcB)/sqrt(var_j(δ)) + Σc²
+
+so after the O(d) preparation of the five sums every candidate ``δ`` costs O(1).  The full
+squared distance is ``‖C(δ) − Cref‖²_F = R + 2·rs(δ)`` where ``R`` is the part without row
+and column ``j`` (``F2 − 2·Σ_k (Ccur_jk − Cref_jk)²``).  Under the cumulative budget
+``Cref = C0`` and the limit is ``‖C − C0‖_F ≤ max_frob·‖C0‖_F``; under ``per_change``
+``Cref = Ccur`` (``R = 0``) and the limit is ``‖C_after − C_before‖_F = sqrt(2·rs) ≤
+max_frob`` for the single move.
+
+Budget semantics
+----------------
+*cumulative*: every applied move leaves the whole data set within ``JSD_j ≤ max_jsd`` for
+every feature (and every extra histogram row within its limit ``hs[2]``) and ``‖C − C0‖_F/‖C0‖_F ≤ max_frob``.  *per_change*: every applied move,
+judged against the state immediately before it (all earlier moves applied), keeps the
+moved feature's JSD (to its clean histogram) ≤ ``max_jsd`` and changes the correlation
+matrix by ``‖C_after − C_before‖_F ≤ max_frob``.  Both methods enforce exactly this:
+``exact`` scores each feature against the current state and applies it at once;
+``fast`` scores a block against one snapshot and re-checks every move against the
+current state when it is applied (undo and re-score if it no longer qualifies).  Moves
+that ``use_no_change=False`` applies on purpose beyond the per-change limits (status 2)
+are not re-checked.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from advsyst.attacks._jit import call, njit
 
 MODE_CUMULATIVE = 0
 MODE_PER_CHANGE = 1
@@ -360,6 +414,8 @@ def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmi
         delta = _delta(c_i, cand, ev, j, xj, s, st, dist)
         if np.isnan(delta):
             break
+        if delta == 0.0:  # min_change = 0: the zero move is no candidate
+            continue
         jsd2, jsd_ok = _jsd_candidate(xj + delta, w, j, d, stats, a_r, last_b, S_r, max_jsd2)
         if skip_bad and not jsd_ok:  # inadmissible: the correlation term is not needed
             continue
@@ -540,6 +596,7 @@ def apply_block(X, wts, cons, events, sign, deltas, status, cand, stats, budget,
                     if _violates(mode, 1, bad, F2[0], maxF2, dc2, max_frob):
                         apply_move(X[i], wts[i], j, old, stats)
                         X[i, j] = old
+                        undone += 1
                     else:
                         deltas[t, j] = dl2
                         status[t, j] = 1
@@ -548,43 +605,35 @@ def apply_block(X, wts, cons, events, sign, deltas, status, cand, stats, budget,
 
 @njit(cache=True)
 def exact_pass(X, wts, cons, events, sign, movable, cand, stats, budget, allow_inadmissible):
-    """The sequential oracle: events in order; under the cumulative budget each feature is
-    scored against the state left by every earlier move (features in index order); under
-    ``per_change`` all features of an event are scored first and applied together."""
-    mode = budget[0]
+    """The sequential oracle: events in order, features in index order; each feature is
+    scored against the state left by every earlier move and applied at once (with the
+    re-check of :func:`apply_block`), under both budgets."""
     m = events.shape[0]
     d = X.shape[1]
     moved = np.zeros(m, dtype=np.int8)
     undone = 0
     one = np.zeros(1, dtype=np.int64)
+    dls = np.zeros((1, d))
+    sts = np.zeros((1, d), dtype=np.int8)
     for t in range(m):
         i = events[t]
         one[0] = i
         sg = sign[t : t + 1]
-        if mode == MODE_CUMULATIVE:
-            for j in range(d):
-                if not movable[i, j]:
-                    continue
-                dl, sc, stt = score_feature(
-                    X[i], wts[i], j, sign[t, j], i, cand, stats, budget, cons[i], allow_inadmissible
-                )
-                if stt == 0:
-                    continue
-                dls = np.zeros((1, d))
-                sts = np.zeros((1, d), dtype=np.int8)
-                dls[0, j] = dl
-                sts[0, j] = stt
-                undone += apply_block(X, wts, cons, one, sg, dls, sts, cand, stats, budget, True)
-                if sts[0, j] != 0:
-                    moved[t] = 1
-        else:
-            dls, sts = score_block(
-                X, wts, cons, one, sg, movable, cand, stats, budget, allow_inadmissible
+        for j in range(d):
+            if not movable[i, j]:
+                continue
+            dl, sc, stt = score_feature(
+                X[i], wts[i], j, sign[t, j], i, cand, stats, budget, cons[i], allow_inadmissible
             )
-            apply_block(X, wts, cons, one, sg, dls, sts, cand, stats, budget, False)
-            for j in range(d):
-                if sts[0, j] != 0:
-                    moved[t] = 1
+            if stt == 0:
+                continue
+            dls[0, :] = 0.0
+            sts[0, :] = 0
+            dls[0, j] = dl
+            sts[0, j] = stt
+            undone += apply_block(X, wts, cons, one, sg, dls, sts, cand, stats, budget, True)
+            if sts[0, j] != 0:
+                moved[t] = 1
     return moved, undone
 
 
@@ -622,18 +671,18 @@ def kernel_pass(
     applied by :func:`apply_block` (re-checking every move against the current state when
     ``enforce``).  Returns the number of undone moves."""
     if exact:
-        _, undone = exact_pass(
-            X, wts, cons, events, sign, movable, cand, stats, budget, allow_inadmissible
+        _, undone = call(
+            exact_pass, X, wts, cons, events, sign, movable, cand, stats, budget, allow_inadmissible
         )
         return int(undone)
     undone = 0
     for s in range(0, len(events), block_size):
         ev = events[s : s + block_size]
         sg = sign[s : s + block_size]
-        deltas, status = score_block(
-            X, wts, cons, ev, sg, movable, cand, stats, budget, allow_inadmissible
+        deltas, status = call(
+            score_block, X, wts, cons, ev, sg, movable, cand, stats, budget, allow_inadmissible
         )
         undone += int(
-            apply_block(X, wts, cons, ev, sg, deltas, status, cand, stats, budget, enforce)
+            call(apply_block, X, wts, cons, ev, sg, deltas, status, cand, stats, budget, enforce)
         )
     return undone

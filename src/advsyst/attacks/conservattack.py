@@ -26,6 +26,7 @@ from advsyst.stats import FeatureBinning, check_finite, delta_fn, js_term, jsd_p
 
 __all__ = [
     "AUTO_ROBUST_BINS",
+    "AUTO_ROBUST_OFFSETS",
     "ConservAttack",
     "MIN_CONSTRAINT_EVENTS",
     "conservattack",
@@ -36,8 +37,9 @@ log = logging.getLogger(__name__)
 
 #: fewer events than this in the constraint set make dataset-level statistics meaningless
 MIN_CONSTRAINT_EVENTS = 10
-#: bin counts of ``robust_binnings="auto"`` (each at offsets 0 and 1/2 of a bin)
+#: bin counts and offsets (in bin widths) of ``robust_binnings="auto"``: every combination
 AUTO_ROBUST_BINS = (50, 71, 100, 141, 200)
+AUTO_ROBUST_OFFSETS = (0.0, 0.25, 0.5, 0.75)
 
 
 def resolve_envelope(
@@ -105,6 +107,26 @@ def _index_list(v: Any, d: int, name: str, names: list[str] | None) -> np.ndarra
             raise ConfigError(f"{name}: feature index {item} out of range for {d} features")
         out[int(item)] = True
     return out
+
+
+def _integer_labels(y: Any, n: int) -> np.ndarray:
+    """Labels as int64; raise unless every value is an integer (bool, integer dtype, or
+    floats with integral values)."""
+    y = np.asarray(y)
+    if y.shape != (n,):
+        raise InputError(f"labels y must have shape ({n},), got {y.shape}")
+    if y.dtype == bool or np.issubdtype(y.dtype, np.integer):
+        return y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise InputError(
+                f"labels y must be integer class indices; {int(bad.sum())} value(s) are not, "
+                f"e.g. y[{i}] = {float(y[i])}"
+            )
+        return y.astype(np.int64)
+    raise InputError(f"labels y must be integer class indices, got dtype {y.dtype}")
 
 
 class _State:
@@ -260,10 +282,7 @@ class ConservAttack:
             if not np.isfinite(w).all():
                 raise InputError("weights contain NaN/inf")
         if y is not None:
-            y = np.asarray(y)
-            if y.shape != (n,):
-                raise InputError(f"labels y must have shape ({n},), got {y.shape}")
-            y = y.astype(np.int64)
+            y = _integer_labels(y, n)
         am = _bool_mask(attack_mask, n, "attack_mask")
         cm = _bool_mask(constraint_mask, n, "constraint_mask") & (w != 0)
         if cm.sum() < MIN_CONSTRAINT_EVENTS:
@@ -362,22 +381,26 @@ class ConservAttack:
         cfg = self.config
         rb = cfg.robust_binnings
         if rb == "auto":
-            rb = [[k, off] for k in AUTO_ROBUST_BINS for off in (0.0, 0.5)]
+            rb = [[k, off] for k in AUTO_ROBUST_BINS for off in AUTO_ROBUST_OFFSETS]
         spec = []
         for k, off in rb or []:
-            if (int(k), float(off)) != (cfg.num_bins, 0.0) and (k, off) not in spec:
-                spec.append((int(k), float(off)))
+            key = (int(k), float(off))
+            if key != (cfg.num_bins, 0.0) and key not in spec:
+                spec.append(key)
         lo, hi = binning.edges[:, 0], binning.edges[:, -1]
         extra = [FeatureBinning.equal_width(lo, hi, k, off) for k, off in spec]
         d = Xc.shape[1]
         limits = np.full((len(extra) + 1, d), np.inf)
-        limits[1:] = cfg.max_jsd_single_change
         if spec and cfg.robust_noise_fraction is not None:
+            # every tracked binning (the own one too, next to max_jsd): a fraction of its
+            # statistical resolution
             from advsyst.stats.validation import resolution
 
             for r, b in enumerate([binning, *extra]):
                 res = resolution(Xc, b, wc, cfg.robust_bootstrap, 0.95, cfg.seed + 7919 * r)
-                limits[r] = np.minimum(limits[r], cfg.robust_noise_fraction * res)
+                limits[r] = cfg.robust_noise_fraction * res
+        elif spec:
+            limits[1:] = cfg.max_jsd_single_change  # the own binning's limit on every other
         return spec, extra, limits
 
     # ------------------------------------------------------------------ main
@@ -525,7 +548,7 @@ class ConservAttack:
             rec = {
                 "iteration": it,
                 "fooling_ratio": fr,
-                "n_fooled": int(fooled.sum()),
+                "n_fooled": int((am & (pred_adv != pred_clean)).sum()),
                 "events_attacked": int(len(events)),
                 "events_moved": n_moved,
                 "entries_moved": entries,
@@ -600,16 +623,17 @@ class ConservAttack:
             [jsd_per_feature(X0[cm], X[cm], weights=w[cm], binning=b) for b in state.binnings]
         )
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(np.isfinite(limits), rows / limits, 0.0)
+            ratio = np.where(limits > 0, rows / limits, np.where(rows > 0, np.inf, 0.0))
         m["robust"] = {
             "binnings": [[self.config.num_bins, 0.0], *[list(t) for t in spec]],
             "jsd": rows,
             "limits": np.where(np.isfinite(limits), limits, np.nan),
             "max_limit_ratio": float(ratio.max()),
         }
-        if self.config.budget == "cumulative" and ratio.max() > 1.0 + 1e-6:
+        if self.config.budget == "cumulative" and not ratio.max() <= 1.0 + 1e-6:  # NaN-safe
             raise BudgetViolation(
-                f"internal error: a tracked binning exceeds its JSD limit (ratio {ratio.max():.4g})"
+                "internal error: result exceeds the budget on a tracked binning (JSD / limit "
+                f"{ratio.max():.4g})"
             )
         if env is not None:
             moved = (X != X0) & np.isfinite(env)
@@ -639,6 +663,27 @@ class ConservAttack:
             return 0.0
         return float((wa * (pred_clean[am] != pred_adv[am])).sum() / wa.sum())
 
+    def _check_budget(self, jsd_max: float, dfn: float) -> None:
+        """Raise :class:`BudgetViolation` unless the recomputed result is within the budget
+        the configuration guarantees (NaN counts as a violation).  Cumulative: max JSD and
+        ΔFN (ΔdCor with DisCo).  ``per_change`` with ``use_no_change``: max JSD (each move
+        keeps its feature's JSD within the limit and leaves the other features alone);
+        ``per_change`` bounds single changes of the correlation, not the total."""
+        cfg = self.config
+        tol = 1e-9
+        ok_jsd = jsd_max <= cfg.max_jsd_single_change + tol
+        ok_dfn = dfn <= cfg.max_frob_single_change + tol
+        if cfg.budget == "cumulative" and not (ok_jsd and ok_dfn):
+            raise BudgetViolation(
+                f"internal error: result exceeds the budget (JSD max {jsd_max:.3g} vs "
+                f"{cfg.max_jsd_single_change}, dFN {dfn:.3g} vs {cfg.max_frob_single_change})"
+            )
+        if cfg.budget == "per_change" and cfg.use_no_change and not ok_jsd:
+            raise BudgetViolation(
+                f"internal error: a feature's JSD exceeds the per-change limit (JSD max "
+                f"{jsd_max:.3g} vs {cfg.max_jsd_single_change})"
+            )
+
     def _final_metrics(
         self, X0, X, y, w, am, cm, valid, binning, pred_clean, pred_adv, adapter, tracker=None
     ):
@@ -667,16 +712,7 @@ class ConservAttack:
             m["dcor_subsample"] = int(tracker.m)
             # the distance correlation replaces the Pearson correlation in the budget
             dfn = m["dcor_dfn"]
-        if cfg.budget == "cumulative":
-            tol = 1e-9
-            if (
-                m["jsd_max"] > cfg.max_jsd_single_change + tol
-                or dfn > cfg.max_frob_single_change + tol
-            ):
-                raise BudgetViolation(
-                    f"internal error: result exceeds the budget (JSD max {m['jsd_max']:.3g} vs "
-                    f"{cfg.max_jsd_single_change}, dFN {dfn:.3g} vs {cfg.max_frob_single_change})"
-                )
+        self._check_budget(m["jsd_max"], dfn)
         if y is not None and len(np.unique(y)) == 2 and adapter.n_classes == 2:
             from advsyst.attacks.metrics import auroc
 

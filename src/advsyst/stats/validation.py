@@ -29,6 +29,7 @@ import numpy as np
 
 from advsyst.errors import InputError
 from advsyst.stats.binning import FeatureBinning, check_finite
+from advsyst.stats.jsd import histogram_jsd
 
 __all__ = [
     "DEFAULT_SCAN_BINS",
@@ -43,27 +44,6 @@ __all__ = [
 DEFAULT_SCAN_BINS: tuple[int, ...] = (50, 63, 80, 110, 130, 160, 190, 200)
 #: offsets (fractions of a bin width) of the default validation scan
 DEFAULT_SCAN_OFFSETS: tuple[float, ...] = (0.0, 0.17, 0.39, 0.5, 0.73, 0.91)
-
-
-def histogram_jsd(H0: np.ndarray, H: np.ndarray) -> np.ndarray:
-    """Jensen–Shannon distance (base 2) along the last axis of two histogram arrays.
-
-    Broadcasts (e.g. ``H0`` (d, S) against ``H`` (B, d, S)); slots with negative net content
-    count as zero and each histogram is renormalised over the rest.
-    """
-    p = np.clip(np.asarray(H0, dtype=np.float64), 0.0, None)
-    q = np.clip(np.asarray(H, dtype=np.float64), 0.0, None)
-    sp = p.sum(axis=-1, keepdims=True)
-    sq = q.sum(axis=-1, keepdims=True)
-    if (sp <= 0).any() or (sq <= 0).any():
-        raise InputError("Jensen-Shannon distance of a histogram without positive content")
-    p = p / sp
-    q = q / sq
-    m = p + q
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tp = np.where(p > 0, p * np.log2(np.where(p > 0, 2 * p / np.where(m > 0, m, 1), 1)), 0)
-        tq = np.where(q > 0, q * np.log2(np.where(q > 0, 2 * q / np.where(m > 0, m, 1), 1)), 0)
-    return np.sqrt(np.clip(0.5 * (tp + tq).sum(axis=-1), 0.0, None))
 
 
 def _weights(w: Any, n: int) -> np.ndarray:
