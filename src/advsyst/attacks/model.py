@@ -312,7 +312,7 @@ class BlackBoxAdapter(ModelAdapter):
         if isinstance(declared, int) and not isinstance(declared, bool):
             self.n_features = declared
         self.n_classes = None
-        self._kind: str | None = None  # "p1" / "logit1" / "probk" / "logitk"
+        self._kind: str | None = None  # "p1" / "logit1" / "pk" / "logitk"
         self._scale: np.ndarray | None = None
         if not isinstance(self.fd_scale, str):
             sc = np.asarray(self.fd_scale, dtype=np.float64).reshape(-1)
