@@ -25,7 +25,14 @@ from advsyst._io import atomic_path, provenance, to_jsonable
 from advsyst.attacks.model import as_adapter, resolve_device
 from advsyst.errors import InputError
 
-__all__ = ["METADATA_NAME", "save_model", "load_model", "load_metadata", "predict_proba"]
+__all__ = [
+    "METADATA_NAME",
+    "save_model",
+    "load_model",
+    "load_torchscript",
+    "load_metadata",
+    "predict_proba",
+]
 
 METADATA_NAME = "advsyst_metadata.json"
 
@@ -116,7 +123,33 @@ def _check_file(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> torch.nn.Module:
+def load_model(path_or_obj: Any, device: str | torch.device = "cpu") -> Any:
+    """Load a model of any supported kind from a file, or check an object's kind.
+
+    * a TorchScript file (ours or a user's; any suffix but the two below) -> the module in
+      eval mode on ``device``;
+    * a ``.onnx`` file -> :class:`~advsyst.models.onnx.OnnxModel` (onnxruntime);
+    * an xgboost file (``.json``, ``.ubj``, ``.xgb``, ``.model``) -> ``xgboost.Booster``;
+    * a coffea ``torch_wrapper`` -> the module of its TorchScript file; an
+      ``xgboost_wrapper`` -> the Booster of its file;
+    * torch modules, ONNX models, estimators with ``predict_proba``... -> unchanged.
+
+    Every result is accepted by the attacks (through
+    :func:`advsyst.attacks.model.as_adapter`).
+
+    Raises
+    ------
+    InputError
+        When the file is missing or unreadable, or the object is no model advsyst can use.
+    """
+    from advsyst.models.kinds import resolve_model
+
+    return resolve_model(path_or_obj, device=device)
+
+
+def load_torchscript(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> torch.nn.Module:
     """Load any TorchScript model (ours or a user's) in eval mode on ``device``.
 
     Raises
@@ -161,7 +194,7 @@ def load_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def predict_proba(
-    model: torch.nn.Module,
+    model: Any,
     X: np.ndarray,
     batch_size: int = 65536,
     device: str | torch.device | None = "cpu",
@@ -177,7 +210,7 @@ def predict_proba(
     n = getattr(inner, "n_features", None)
     adapter = as_adapter(
         model,
-        n_features=n if isinstance(n, int) else X.shape[1],
+        n_features=n if isinstance(n, int) and not isinstance(n, bool) else X.shape[1],
         batch_size=int(batch_size),
         device=device,
     )
