@@ -397,3 +397,22 @@ def test_gradient_free_benchmark_runs(tmp_path, capsys):
     assert by[("MLP, torch", "autograd")]["rows_per_event_gradient"] == 1
     assert by[("MLP, ONNX", "finite-difference")]["rows_per_event_gradient"] == 60  # 2 d
     assert "| BDT, xgboost |" in capsys.readouterr().out
+
+
+def test_fgsm_takes_a_gradient_free_model_directly(rng):
+    """First-order attacks accept a raw predict_proba model (no hand-made adapter): the step
+    follows the analytic gradient sign of a logistic model."""
+    w, b = np.array([1.5, -2.0, 0.5]), 0.3
+
+    class Logistic:
+        def predict_proba(self, X):
+            p = 1.0 / (1.0 + np.exp(-(X @ w + b)))
+            return np.stack([1.0 - p, p], axis=1)
+
+    X = rng.normal(size=(40, 3))
+    res = fgsm(X, Logistic(), epsilon=0.1)
+    X_adv = res.X_adv if hasattr(res, "X_adv") else res
+    t = (X @ w + b > 0).astype(np.int64)  # the clean prediction is the target
+    p = 1.0 / (1.0 + np.exp(-(X @ w + b)))
+    expected = X + 0.1 * np.sign((p - t)[:, None] * w[None, :])
+    np.testing.assert_allclose(X_adv, expected, atol=1e-12)

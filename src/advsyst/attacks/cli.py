@@ -31,7 +31,11 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="TorchScript model (.pt), e.g. saved by advsyst")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="tagger file: TorchScript (.pt), ONNX (.onnx) or xgboost (.json/.ubj)",
+    )
     p.add_argument(
         "--data", required=True, help="features: .npz (X, y, optional w) or .csv/.parquet"
     )

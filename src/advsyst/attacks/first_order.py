@@ -234,9 +234,9 @@ def _adapter(model: Any, X: np.ndarray, device: Any, batch_size: int | None) -> 
     if isinstance(model, ModelAdapter):
         return as_adapter(model, n_features=X.shape[1])
     if not isinstance(model, torch.nn.Module):
-        raise InputError(
-            f"model must be a torch.nn.Module or ModelAdapter, got {type(model).__name__}"
-        )
+        # ONNX files, coffea wrappers, xgboost / predict_proba models: as_adapter picks the
+        # kind (finite differences where there is no autograd) or names what it cannot take
+        return as_adapter(model, n_features=X.shape[1], device=device)
     if getattr(model, "advsyst_output", None) == "probability" and callable(
         getattr(model, "logits", None)
     ):
