@@ -44,7 +44,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
