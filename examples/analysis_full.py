@@ -15,7 +15,8 @@ What the analyst brings, and what advsyst adds:
   (dask-awkward, ``hist.dask``), run with ``run_pass2(..., mode="dask")``.  It fills the
   nominal and ``<name>Up`` templates; the down templates are mirrored after the merge with
   ``mirror_templates`` (cabinetry's ``Symmetrize`` convention).  Lines marked ``# (+)``
-  are all that the adversarial systematics take.
+  are all that the adversarial systematics add (``# (~)``: the existing fill, now per
+  systematic with the looked-up score).
 
 Then the uncertainty table and the detector's data-vs-simulation efficiencies come from
 the two-pass result (``VariedScores.outcomes()``, ``.detector_efficiency()``), and a
@@ -202,7 +203,7 @@ class ParticleTagAnalysis(processor.ProcessorABC):
         ups = [s for s in self.varied.systematics() if s.endswith("Up")]  # (+)
         for syst in ["nominal"] + ([] if is_data else ups):  # (+)
             for region, m in (("signal", signal[good]), ("control", ~signal[good])):
-                h.fill(process=dataset, region=region, systematic=syst,
+                h.fill(process=dataset, region=region, systematic=syst,  # (~) syst, score
                        score=lib.flatten(scores[syst][m]) * (1 - 1e-12),
                        weight=lib.flatten(weight[good][m]))  # fmt: skip
         return {"hist": h}
