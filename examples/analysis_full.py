@@ -34,7 +34,8 @@ analysis has one ``lumi`` for all).
 Outputs in ``DIR``: ``uncertainty_table.md`` (+ ``.json``), ``detector_efficiency.json``,
 ``templates_dask.root`` (``{region}_{process}_{systematic}``, normalised),
 ``fit/cabinetry.yml`` (+ ``fit/histograms.root``), ``fit_result.json`` (mu and its
-uncertainty), ``varied_scores.npz``, ``tagger.onnx`` and ``summary.json``.
+uncertainty), ``varied_scores.npz``, ``tagger.onnx``, ``conservattack_features.npz`` (the
+simulated jets' flat features before and after CONSERVAttack) and ``summary.json``.
 
 Run::
 
@@ -67,6 +68,7 @@ from analysis_dask_awkward import (  # noqa: E402  (the sibling example: samples
     train_detector,
 )
 
+from advsyst._io import atomic_path, atomic_write_json  # noqa: E402
 from advsyst.models import ParticleLayout  # noqa: E402
 from advsyst.workflows.twopass import VariedScores  # noqa: E402
 
@@ -162,12 +164,12 @@ def train_and_export(X: np.ndarray, y: np.ndarray, w: np.ndarray, steps: int, se
         if step % 20 == 0 or step == steps - 1:
             print(f"  tagger step {step + 1}/{steps}: loss {loss.item():.4f}", flush=True)
     net.eval()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), atomic_path(path) as tmp:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             net, (torch.zeros(2, LAYOUT.n_particles, LAYOUT.n_features),
                   torch.ones(2, LAYOUT.n_particles, dtype=torch.bool)),
-            str(path), dynamo=False, input_names=["x", "mask"], output_names=["prob"],
+            str(tmp), dynamo=False, input_names=["x", "mask"], output_names=["prob"],
             dynamic_axes={"x": {0: "n"}, "mask": {0: "n"}, "prob": {0: "n"}},
         )  # fmt: skip
     return path
@@ -251,7 +253,6 @@ def main(argv: list[str] | None = None) -> int:
         args.events, args.steps, args.epochs = min(args.events, 120), 60, 3
         args.bins = min(args.bins, 2)  # tagged / untagged: every bin has simulation
 
-    from advsyst._io import atomic_write_json
     from advsyst.models import load_model, per_particle
     from advsyst.systematics import (
         VariationContext,
@@ -301,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     fixed = ~LAYOUT.movable(f["X"][sim])
     padded_unchanged = bool((X_adv[fixed] == f["X"][sim][fixed]).all())
     mask_kept = bool((LAYOUT.mask(X_adv) == LAYOUT.mask(f["X"][sim])).all())
+    with atomic_path(args.out / "conservattack_features.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, X=f["X"][sim], X_adv=X_adv)  # simulated jets, pass-1 order
     print(f"conservattack: padded entries unchanged: {padded_unchanged} ({int(fixed.sum())} "
           f"entries), masks kept: {mask_kept}, moved jets "
           f"{int(np.any(X_adv != f['X'][sim], axis=1).sum())} of {int(sim.sum())}")  # fmt: skip

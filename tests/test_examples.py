@@ -117,7 +117,7 @@ def test_analysis_full(workdir, tmp_path):
     templates are recomputed from the per-jet scores and checked against the table."""
     import json
 
-    import yaml
+    import cabinetry
 
     out = _run("analysis_full.py", workdir, "--out", str(tmp_path))
     assert "own builder" in out and "cabinetry fit: mu =" in out
@@ -134,6 +134,16 @@ def test_analysis_full(workdir, tmp_path):
     assert np.any(w[~data] < 0) and np.all(w[data] == 1.0)  # signed weights reached pass 1
     assert varied.provenance["pass1"]["normalization"]["ttbar"]["sumw_source"] == "Runs"
     assert varied.provenance["config"]["options"]["conservattack"]["robust_binnings"] is None
+
+    # padding, recomputed without ParticleLayout: a slot is padding when all 3 features are 0
+    att = np.load(tmp_path / "conservattack_features.npz")
+    assert att["X"].shape == att["X_adv"].shape == (int((~data).sum()), 90)
+    x, xa = att["X"].reshape(-1, 30, 3), att["X_adv"].reshape(-1, 30, 3)
+    pad = (x == 0).all(axis=2)
+    assert pad.any() and (~pad).any()
+    np.testing.assert_array_equal(xa[pad], 0.0)  # padded entries never move
+    np.testing.assert_array_equal((xa == 0).all(axis=2), pad)  # no particle became padding
+    assert (xa[~pad] != x[~pad]).any()
 
     rows = json.loads((tmp_path / "uncertainty_table.json").read_text())["rows"]
     cells = {(r["region"], r["process"], r["variation"]) for r in rows}
@@ -180,7 +190,7 @@ def test_analysis_full(workdir, tmp_path):
                     assert row["varied_yield"] == pytest.approx(up[1], rel=1e-9)
 
     assert exact > 0  # at least one template mirrored without the floor
-    cfg = yaml.safe_load((tmp_path / "fit" / "cabinetry.yml").read_text())
+    cfg = cabinetry.configuration.load(tmp_path / "fit" / "cabinetry.yml")  # validates it
     assert [s["Name"] for s in cfg["Samples"] if s.get("Data")] == ["data"]
     assert {s["Name"] for s in cfg["Samples"] if not s.get("Data")} == {"ttbar", "ww"}
     fit = json.loads((tmp_path / "fit_result.json").read_text())
