@@ -151,3 +151,36 @@ def test_shipped_example_configs_are_valid_and_run_on_the_donut(tmp_path):
         if res.config["budget"] == "cumulative":
             assert res.metrics["jsd_max"] <= res.config["max_jsd_single_change"] + 1e-9
         assert res.metrics["n_events"] == 600
+
+
+def test_report_has_the_unseen_binning_scan_and_envelopes_by_npz_names(files, tmp_path):
+    """report.json: the worst JSD over unseen binnings next to its resolution (checked
+    against numpy at that binning), and envelope keys matched to the .npz feature_names."""
+    d, X = files
+    names = np.array(["pt_a", "pt_b", "eta", "m"])
+    np.savez(tmp_path / "named.npz", X=X, feature_names=names)
+    (tmp_path / "env.yaml").write_text(
+        (d / "cfg.yaml").read_text() + "envelope:\n  'pt_*': {absolute: 0.05}\n"
+    )
+    out = tmp_path / "out"
+    args = _args(d, out, **{"--data": tmp_path / "named.npz", "--config": tmp_path / "env.yaml"})
+    assert main([*args, "--scan-bootstrap", "50"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    with np.load(out / "adversarial.npz") as z:
+        Xa = z["X_adv"]
+    assert (np.abs(Xa[:, :2] - X[:, :2]) <= 0.05 + 1e-12).all()
+    assert rep["envelope"]["move_over_envelope_quantiles"]["1.0"] <= 1 + 1e-9
+    scan = rep["binning_scan"]
+    w = scan["worst"]
+    assert scan["worst_jsd"] == w["jsd"] and scan["noise_floor_at_worst"] == w["floor"] > 0
+    assert 50 <= w["bins"] <= 200 and w["feature_name"] == names[w["feature"]]
+    # recompute the worst JSD with numpy at that binning
+    j, K_, off = w["feature"], w["bins"], w["offset"]
+    lo, hi = X[:, j].min(), X[:, j].max()
+    width = (hi - lo) / K_
+    edges = lo + (np.arange(K_ + 2) - off) * width if off > 0 else np.linspace(lo, hi, K_ + 1)
+    p = np.histogram(X[:, j], edges)[0] / len(X)
+    q = np.histogram(Xa[:, j], edges)[0] / len(X)
+    m = (p + q) / 2
+    kl = lambda a: np.sum(a[a > 0] * np.log2(a[a > 0] / m[a > 0]))  # noqa: E731
+    assert w["jsd"] == pytest.approx(np.sqrt(0.5 * kl(p) + 0.5 * kl(q)), abs=1e-9)

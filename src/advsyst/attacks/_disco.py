@@ -32,9 +32,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import njit
 
 from advsyst.attacks import _kernels as K
+from advsyst.attacks._jit import call, njit
 from advsyst.errors import InputError
 from advsyst.stats.dcor import distance_correlation_matrix
 
@@ -211,33 +211,26 @@ def _score(x, w, j, s, ev, p, cand, stats, dstats, scratch, budget, allow_inadmi
     the Pearson kernels (``budget`` with the tracker's ‖R0‖_F), ``dstats`` the tracker's
     arrays, ``scratch = (Ap, g, h, Rrow)`` with Ap holding row p of the distances.  Returns
     (delta, score, status) like ``score_feature``."""
-    lo, hi, mc_a, _, ncand, maxc, is_int_a, rseed, it, _ = cand
-    edges, lo_e, inv_w, H0, H, T, Ssum, mean, cov, sig, Ccur, C0, pvalid, pF2, W = stats
     xs, r, tot, S1, P, V, Rcur, R0, valid, F2 = dstats
     Ap, g, h, Rrow = scratch
     mode, max_jsd, max_frob, norm0, alpha, beta = budget
     cum = mode == K.MODE_CUMULATIVE
     Rref = R0 if cum else Rcur
     base = F2[0] if cum else 0.0
-    lo_j = lo[j]
-    hi_j = hi[j]
-    mc = mc_a[j]
     st = K._step(cand, ev, j)
-    is_int = is_int_a[j]
     xj = x[j]
     if s == 0.0:
         return 0.0, 0.0, 0
-    dist = hi_j - xj if s > 0 else xj - lo_j
+    dist = K._reach(cand, ev, j, xj, s)
     if dist <= 0.0:
         return 0.0, 0.0, 0
-    KB = edges.shape[1] - 1
+    d = x.shape[0]
     corr_j = valid[j]
-    a = K._slot(xj, edges[j], lo_e[j], inv_w[j], KB)
-    wT = w / T
-    pa = H0[j, a] / T
-    qa = H[j, a] / T
-    dfa = K._f(pa, qa - wT) - K._f(pa, qa)
-    Sj = Ssum[j]
+    nrow = stats[0].shape[0] // d
+    a_r = np.empty(nrow, dtype=np.int64)
+    last_b = np.empty(nrow, dtype=np.int64)
+    S_r = np.empty(nrow)
+    K._jsd_init(xj, j, d, stats, a_r, last_b)
     max_jsd2 = max_jsd * max_jsd
     maxF2 = (max_frob * norm0) ** 2 if cum else max_frob * max_frob
 
@@ -246,25 +239,18 @@ def _score(x, w, j, s, ev, p, cand, stats, dstats, scratch, budget, allow_inadmi
     found = 0
     any_d = 0.0
     any_sc = np.inf
-    n_c = K._n_candidates(is_int, ncand, mc, st, dist, maxc)
+    n_c = K._n_candidates(cand, j, xj, s, st, dist)
     for c_i in range(n_c):
-        mag = K._magnitude(c_i, is_int, ncand, mc, st, dist, rseed, it, ev, j)
-        if mag > dist:
+        delta = K._delta(c_i, cand, ev, j, xj, s, st, dist)
+        if np.isnan(delta):
             break
-        delta = s * mag
+        if delta == 0.0:  # min_change = 0: the zero move is no candidate
+            continue
         xn = xj + delta
-        b = K._slot(xn, edges[j], lo_e[j], inv_w[j], KB)
-        dS = 0.0
-        if b != a:
-            pb = H0[j, b] / T
-            qb = H[j, b] / T
-            dS = dfa + K._f(pb, qb + wT) - K._f(pb, qb)
-        jsd2 = Sj + dS
-        if jsd2 < 0.0:
-            jsd2 = 0.0
+        jsd2, jsd_ok = K._jsd_candidate(xn, w, j, d, stats, a_r, last_b, S_r, max_jsd2)
         jsd = np.sqrt(jsd2)
         # the dCor term is >= 0: skip the O(m·d) part when it cannot change the answer
-        if not allow_inadmissible and (jsd2 > max_jsd2 or alpha * jsd >= best_sc):
+        if not allow_inadmissible and (not jsd_ok or alpha * jsd >= best_sc):
             continue
         F2n = base
         if corr_j:
@@ -275,7 +261,7 @@ def _score(x, w, j, s, ev, p, cand, stats, dstats, scratch, budget, allow_inadmi
         if F2n < 0.0:
             F2n = 0.0
         corr_term = np.sqrt(F2n) / norm0 if cum else np.sqrt(F2n)
-        ok = jsd2 <= max_jsd2 and F2n <= maxF2
+        ok = jsd_ok and F2n <= maxF2
         sc = alpha * jsd + beta * corr_term
         if ok and sc < best_sc:
             best_sc = sc
@@ -295,21 +281,20 @@ def _score(x, w, j, s, ev, p, cand, stats, dstats, scratch, budget, allow_inadmi
 def _pass_kernel(
     X, wts, events, pos, sign, movable, cand, stats, dstats, budget, allow_inadmissible
 ):
-    """Sequential pass over subsample events (as ``exact_pass``): under the cumulative
-    budget each feature is scored against the state left by every earlier move and a
-    move that rounding pushes past a limit is undone; under ``per_change`` all features
-    of an event are scored against the state before the event and applied together.
-    ``stats`` is the Pearson state (histograms kept exact), ``dstats`` the tracker's
-    arrays, ``budget`` carries the tracker's ‖R0‖_F."""
-    Ssum = stats[6]  # the running JS sums of the Pearson state
+    """Sequential pass over subsample events (as ``exact_pass``): each feature is scored
+    against the state left by every earlier move and applied at once; a move that no
+    longer qualifies when applied (rounding at the very edge) is undone.  Cumulative: the
+    data set stays within the budget; ``per_change``: the moved feature's JSD and the
+    Frobenius change this move makes to the dCor matrix stay within the limits.  ``stats``
+    is the Pearson state (histograms kept exact), ``dstats`` the tracker's arrays,
+    ``budget`` carries the tracker's ‖R0‖_F."""
     xs, r, tot, S1, P, V, Rcur, R0, valid, F2 = dstats
     mode, max_jsd, max_frob, norm0, _, _ = budget
     n_ev = events.shape[0]
     m, d = xs.shape
     scratch = (np.empty((m, d)), np.empty(d), np.empty(d), np.empty(d))
     Ap = scratch[0]
-    dls = np.zeros(d)
-    sts = np.zeros(d, dtype=np.int8)
+    rold = np.empty(d)
     max_jsd2 = max_jsd * max_jsd
     maxF2 = (max_frob * norm0) ** 2
     cum = mode == K.MODE_CUMULATIVE
@@ -321,37 +306,42 @@ def _pass_kernel(
         x = X[i]
         w = wts[i]
         _dist_row(xs, p, Ap)
-        for j in range(d):
-            dls[j] = 0.0
-            sts[j] = 0
+        ev_moved = False
         for j in range(d):
             if not movable[i, j]:
                 continue
-            # per_change: Rref is Rcur, the matrix before this event moved (absolute change)
+            # per_change: Rref is Rcur, the matrix just before this move (absolute change)
             dl, sc, stt = _score(
                 x, w, j, sign[t, j], i, p, cand, stats, dstats, scratch, budget, allow_inadmissible
             )
-            dls[j] = dl
-            sts[j] = stt
-            if cum and stt != 0:
-                old = x[j]
-                K.apply_move(x, w, j, x[j] + dl, stats)
-                _move(dstats, p, j, x[j], scratch)
-                if Ssum[j] > max_jsd2 or F2[0] > maxF2:  # rounding at the very edge
-                    K.apply_move(x, w, j, old, stats)
-                    x[j] = old
-                    _move(dstats, p, j, old, scratch)
-                    sts[j] = 0
-                    undone += 1
-        if not cum:
-            for j in range(d):
-                if sts[j] != 0:
-                    K.apply_move(x, w, j, x[j] + dls[j], stats)
-                    _move(dstats, p, j, x[j], scratch)
-        for j in range(d):
-            if sts[j] != 0:
-                n_moved += 1
-                break
+            if stt == 0:
+                continue
+            old = x[j]
+            for k in range(d):
+                rold[k] = Rcur[j, k]
+            K.apply_move(x, w, j, x[j] + dl, stats)
+            _move(dstats, p, j, x[j], scratch)
+            bad = False
+            if stt == 1:  # status 2 (use_no_change=False) is beyond the limits on purpose
+                if cum:
+                    bad = K.jsd_over(stats, j, d, max_jsd2) or F2[0] > maxF2
+                else:
+                    ch = 0.0
+                    if valid[j]:
+                        for k in range(d):
+                            if k != j and valid[k]:
+                                e = Rcur[j, k] - rold[k]
+                                ch += 2.0 * e * e
+                    bad = K.jsd_over(stats, j, d, max_jsd2) or ch > max_frob * max_frob
+            if bad:
+                K.apply_move(x, w, j, old, stats)
+                x[j] = old
+                _move(dstats, p, j, old, scratch)
+                undone += 1
+                continue
+            ev_moved = True
+        if ev_moved:
+            n_moved += 1
     return n_moved, undone
 
 
@@ -478,7 +468,8 @@ class DiscoTracker:
         matrix after moving point ``p`` of feature ``j`` to u.  O(m·d) per value."""
         values = np.ascontiguousarray(np.atleast_1d(values), dtype=np.float64)
         R_ref = np.ascontiguousarray(R_ref, dtype=np.float64)
-        return _candidates_f2(
+        return call(
+            _candidates_f2,
             self.xs,
             self.r,
             self.tot,
@@ -498,9 +489,9 @@ class DiscoTracker:
     def move(self, p: int, j: int, u: float) -> None:
         """Set point ``p`` of feature ``j`` to ``u`` (exact O(m·d) update)."""
         Ap = np.empty((self.m, self.d))
-        _dist_row(self.xs, int(p), Ap)
+        call(_dist_row, self.xs, int(p), Ap)
         scratch = (Ap, np.empty(self.d), np.empty(self.d), np.empty(self.d))
-        _move(self.arrays(), int(p), int(j), float(u), scratch)
+        call(_move, self.arrays(), int(p), int(j), float(u), scratch)
 
     def arrays(self) -> tuple:
         """The tracker's state for the kernels (``dstats``; arrays shared, updated in
@@ -579,7 +570,8 @@ def disco_pass(
     if (pos[events] < 0).any():
         raise InputError("disco_pass got events outside the distance-correlation subsample")
     _, allow = _mode(cfg)
-    return _pass_kernel(
+    return call(
+        _pass_kernel,
         X,
         w,
         events,
@@ -609,11 +601,12 @@ def disco_iteration(
 ) -> int:
     """One CONSERVAttack iteration with ``use_disco``: events outside the subsample go
     through the usual kernels with the Pearson term switched off (they cannot change the
-    dCor matrix, so only the JSD term and limit apply), then the subsample events through
-    :func:`disco_pass`.  Returns the number of undone moves."""
+    dCor matrix, so only the JSD term and limit apply; with ``fast`` every move is
+    re-checked against the current state under both budgets), then the subsample events
+    through :func:`disco_pass`.  Returns the number of undone moves."""
     pos = tracker.positions(len(X))
     sub = pos[events] >= 0
-    mode, allow = _mode(cfg)
+    _, allow = _mode(cfg)
     undone = 0
     rest = np.ascontiguousarray(events[~sub])
     if len(rest):
@@ -630,7 +623,6 @@ def disco_iteration(
             allow,
             exact=cfg.method == "exact",
             block_size=cfg.block_size,
-            enforce=mode == K.MODE_CUMULATIVE,
         )
     _, u = disco_pass(X, w, events[sub], sign[sub], movable, cand, budget, cfg, state, tracker, pos)
     return undone + int(u)

@@ -3,32 +3,102 @@
 The kernels take their many inputs as three tuples (numba passes them natively; each kernel
 unpacks what it reads at the top):
 
-* ``stats = (edges, lo_e, inv_w, H0, H, T, Ssum, mean, cov, sig, Ccur, C0, valid, F2, W)``,
+* ``stats = (edges, lo_e, inv_w, H0, H, hs, Ssum, mean, cov, sig, Ccur, C0, valid, F2, W)``,
   the tracked state of the constraint set (``_State.kernel_args()``); the arrays are
-  mutated in place by :func:`apply_move`, the scalars ``T`` and ``W`` never change;
-* ``cand = (lo, hi, mc, st, ncand, maxc, is_int, rseed, it, randomize)``, candidate
-  generation: per-feature bounds, minimal change, grid step and integer flag, the number
-  of random draws (0 = grid), the grid cap, the seed, the iteration and the step
-  randomisation;
-* ``budget = (mode, max_jsd, max_frob, norm0, alpha, beta)``: the limits and the score.
+  mutated in place by :func:`apply_move`, the scalar ``W`` never changes;
+* ``cand = (lo, hi, mc, st, ncand, maxc, kind, rseed, it, randomize, sup)``, candidate
+  generation: bounds (``lo``/``hi`` of shape (1, d) per feature, or (n, d) per entry when
+  uncertainty envelopes are set; indexed by event), minimal change, grid step, the kind
+  of each feature (0 continuous, 1 integer steps, 2 discrete: moves only between the
+  sorted observed values ``sup[j]``, NaN-padded), the number of random draws (0 = grid),
+  the grid cap, the seed, the iteration and the step randomisation;
+* ``budget = (mode, max_jsd, max_frob, norm0, alpha, beta)``: the limits and the score
+  (the JSD limits themselves are per histogram row, ``hs[2]``).
 
-State (all float64 unless said otherwise):
+Histograms (the JSD part).  Every feature j has ``R`` histogram rows ``row = r*d + j``
+(``R = edges.shape[0] // d``): row ``j`` (r = 0) is the attack's own binning (the one the
+score and the history use), the others are the extra binnings of the binning-robust budget
+(other bin counts and offsets).  A candidate is admissible only if every row of its feature
+stays within its limit.
 
-* ``edges`` (d, K+1) bin edges, ``lo_e = edges[:, 0]``, ``inv_w`` = K / (edges[:, K] − lo_e).
-* ``H0, H`` (d, S): clean and current weighted counts per histogram slot; ``T`` their total.
-* ``Ssum`` (d,): Σ_k f(p_k, q_k) per feature, JSD_j = sqrt(Ssum_j).
-* ``mean`` (d,), ``cov`` (d, d), ``sig`` (d,) = sqrt(diag(cov)); ``W`` = Σ w (constraint set).
-* ``Ccur`` (d, d): current correlation; ``C0`` clean correlation; ``F2[0]`` = ‖Ccur − C0‖²_F.
-* ``valid`` (d,) bool: features taking part in the correlation (zero-variance ones do not).
+* ``edges`` (R·d, Kmax+1) bin edges (row r has ``hs[3, row]`` inner bins, padded),
+  ``lo_e = edges[:, 0]``, ``inv_w`` = K_row / (edges[row, K_row] − lo_e).
+* ``H0, H`` (R·d, Kmax+2): clean and current weighted counts per slot (0 = underflow,
+  K_row + 1 = overflow).  Weights are signed: a slot with negative net content counts as
+  zero and each histogram is renormalised over the rest.
+* ``hs`` (4, R·d): ``hs[0]`` = Σ_k max(H0, 0) (fixed), ``hs[1]`` = Σ_k max(H, 0) (tracked),
+  ``hs[2]`` = the squared JSD limit of the row, ``hs[3]`` = its number of inner bins.
+* ``Ssum`` (R·d,): Σ_k f(p_k, q_k) per row with p = max(H0, 0)/hs[0], q = max(H, 0)/hs[1];
+  JSD = sqrt(Ssum).  A move changes two slots: O(1) while both slots stay non-negative
+  (the normalisation does not change); O(slots) when a slot is or becomes negative.
 
-Every candidate costs O(1) after an O(d) preparation per (event, feature); see
-DESIGN.md "CONSERVAttack: the semantics we implement" for the closed form.
+Moments: ``mean`` (d,), ``cov`` (d, d), ``sig`` (d,) = sqrt(diag(cov)); ``W`` = Σ w
+(constraint set, signed, > 0); ``Ccur`` (d, d): current correlation; ``C0`` clean
+correlation; ``F2[0]`` = ‖Ccur − C0‖²_F; ``valid`` (d,) bool: features taking part in the
+correlation (zero- or negative-variance ones do not).
+
+Every candidate costs O(R) (the histogram rows of its feature) after an O(d) preparation
+per (event, feature).  These kernels
+are the only incremental implementation of the statistics in advsyst; the batch functions
+:func:`advsyst.stats.jsd_per_feature`, :func:`advsyst.stats.pearson_correlation` and
+:func:`advsyst.stats.delta_fn` recompute everything from scratch and are the independent
+reference the tests compare against.
+
+Closed forms
+------------
+*JSD.*  With clean and current weighted counts ``p_k = max(H0[row, k], 0)/T0`` and
+``q_k = max(H[row, k], 0)/Tq`` (``T0 = hs[0, row]``, ``Tq = hs[1, row]``) and ``f(p, q) =
+½[p log2(2p/(p+q)) + q log2(2q/(p+q))]`` (0·log 0 = 0), the running sum is ``Ssum_row =
+Σ_k f(p_k, q_k)`` and ``JSD = sqrt(Ssum_row)``.  Moving a value of (signed) weight ``w``
+from slot ``a`` to slot ``b`` changes two terms only while both slots stay non-negative
+(then ``Tq`` does not change)::
+
+    ΔS = f(p_a, q_a − w/Tq) − f(p_a, q_a) + f(p_b, q_b + w/Tq) − f(p_b, q_b)
+
+otherwise ``Tq`` changes and the row is recomputed, O(slots) (:func:`_row_after`).
+
+*Moments.*  With ``W = Σ w``, ``μ = Σ w x / W`` and ``cov = Σ w (x − μ)(x − μ)ᵀ / W`` (no
+Bessel correction), moving entry ``x_ij`` (weight ``w``, ``r = w/W``) by ``δ`` changes row
+and column ``j`` only::
+
+    cov_jk(δ) = cov_jk + δ r (x_ik − μ_k)                   (k ≠ j)
+    var_j(δ)  = var_j + 2 δ r (x_ij − μ_j) + δ² r (1 − r)
+    μ_j(δ)    = μ_j + δ r
+
+*Correlation distance.*  With ``A_k = cov_jk/σ_k``, ``B_k = r (x_ik − μ_k)/σ_k`` and the
+reference row ``c_k = Cref_jk`` (sums over valid ``k ≠ j``), ``ρ_jk(δ) = (A_k + δ B_k) /
+sqrt(var_j(δ))`` and::
+
+    rs(δ) = Σ_k (ρ_jk(δ) − c_k)²
+          = (ΣA² + 2δ ΣAB + δ² ΣB²)/var_j(δ) − 2(ΣcA + δ ΣcB)/sqrt(var_j(δ)) + Σc²
+
+so after the O(d) preparation of the five sums every candidate ``δ`` costs O(1).  The full
+squared distance is ``‖C(δ) − Cref‖²_F = R + 2·rs(δ)`` where ``R`` is the part without row
+and column ``j`` (``F2 − 2·Σ_k (Ccur_jk − Cref_jk)²``).  Under the cumulative budget
+``Cref = C0`` and the limit is ``‖C − C0‖_F ≤ max_frob·‖C0‖_F``; under ``per_change``
+``Cref = Ccur`` (``R = 0``) and the limit is ``‖C_after − C_before‖_F = sqrt(2·rs) ≤
+max_frob`` for the single move.
+
+Budget semantics
+----------------
+*cumulative*: every applied move leaves the whole data set within ``JSD_j ≤ max_jsd`` for
+every feature (and every extra histogram row within its limit ``hs[2]``) and ``‖C − C0‖_F/‖C0‖_F ≤ max_frob``.  *per_change*: every applied move,
+judged against the state immediately before it (all earlier moves applied), keeps the
+moved feature's JSD (to its clean histogram) ≤ ``max_jsd`` and changes the correlation
+matrix by ``‖C_after − C_before‖_F ≤ max_frob``.  Both methods enforce exactly this:
+``exact`` scores each feature against the current state and applies it at once;
+``fast`` scores a block against one snapshot and re-checks every move against the
+current state when it is applied (undo and re-score if it no longer qualifies).  Moves
+that ``use_no_change=False`` applies on purpose beyond the per-change limits (status 2)
+are not re-checked.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from advsyst.attacks._jit import call, njit
 
 MODE_CUMULATIVE = 0
 MODE_PER_CHANGE = 1
@@ -88,17 +158,56 @@ def _uniform(seed, a, b, c, d):
 def _step(cand, ev, j):
     """Grid step of feature ``j`` for event ``ev``: ``st[j]``, with ``randomize`` scaled by a
     uniform factor in [0.5, 1.5) drawn per (seed, iteration, event, feature)."""
-    _, _, _, st, _, _, _, rseed, it, randomize = cand
-    if randomize:
-        return st[j] * (0.5 + _uniform(rseed, it, ev, j, 1 << 30))
+    st = cand[3]
+    if cand[9]:
+        return st[j] * (0.5 + _uniform(cand[7], cand[8], ev, j, 1 << 30))
     return st[j]
 
 
 @njit(cache=True, inline="always")
-def _n_candidates(is_int, ncand, mc, st, dist, maxc):
-    """How many candidates a feature with ``dist`` to its bound gets (0: none)."""
-    if is_int:
+def _reach(cand, ev, j, xj, s):
+    """Distance from ``xj`` to the bound of entry (ev, j) in the direction ``s``."""
+    lo = cand[0]
+    hi = cand[1]
+    r = ev if lo.shape[0] > 1 else 0
+    return hi[r, j] - xj if s > 0 else xj - lo[r, j]
+
+
+@njit(cache=True, inline="always")
+def _disc_first(sup_j, xj, s, dist):
+    """Observed values beyond ``xj`` in direction ``s`` within ``dist``: (index of the
+    nearest in ``sup_j``, how many)."""
+    V = 0
+    while V < sup_j.shape[0] and not np.isnan(sup_j[V]):
+        V += 1
+    if s > 0:
+        i0 = 0
+        while i0 < V and sup_j[i0] <= xj:
+            i0 += 1
+        n = 0
+        while i0 + n < V and sup_j[i0 + n] - xj <= dist:
+            n += 1
+        return i0, n
+    i0 = V - 1
+    while i0 >= 0 and sup_j[i0] >= xj:
+        i0 -= 1
+    n = 0
+    while i0 - n >= 0 and xj - sup_j[i0 - n] <= dist:
+        n += 1
+    return i0, n
+
+
+@njit(cache=True, inline="always")
+def _n_candidates(cand, j, xj, s, st, dist):
+    """How many candidates feature ``j`` with ``dist`` to its bound gets (0: none)."""
+    mc = cand[2][j]
+    ncand = cand[4]
+    maxc = cand[5]
+    kind = cand[6][j]
+    if kind == 1:
         n_c = int(np.floor(dist + 1e-12))
+    elif kind == 2:
+        _, n_c = _disc_first(cand[10][j], xj, s, dist)
     elif ncand > 0:
         return ncand
     else:
@@ -109,15 +218,115 @@ def _n_candidates(is_int, ncand, mc, st, dist, maxc):
 
 
 @njit(cache=True, inline="always")
-def _magnitude(c_i, is_int, ncand, mc, st, dist, rseed, it, ev, j):
-    """|delta| of candidate ``c_i``: integer steps, seeded uniform draws in the reachable
-    range, or the grid ``min_change + c_i * step``."""
-    if is_int:
-        return float(c_i + 1)
-    if ncand > 0:
+def _delta(c_i, cand, ev, j, xj, s, st, dist):
+    """Signed move of candidate ``c_i`` (NaN: beyond the bound, stop): integer steps, the
+    ``c_i``-th observed value beyond ``xj`` (landing on it exactly), seeded uniform draws in
+    the reachable range, or the grid ``min_change + c_i * step``."""
+    mc = cand[2][j]
+    ncand = cand[4]
+    kind = cand[6][j]
+    if kind == 1:
+        mag = float(c_i + 1)
+    elif kind == 2:
+        i0, n = _disc_first(cand[10][j], xj, s, dist)
+        if c_i >= n:
+            return np.nan
+        v = cand[10][j, i0 + c_i if s > 0 else i0 - c_i]
+        dl = v - xj
+        for _ in range(4):  # x + (v - x) can miss v by an ulp: nudge the move onto v
+            if xj + dl == v:
+                return dl
+            dl = np.nextafter(dl, np.inf if xj + dl < v else -np.inf)
+        return np.nan
+    elif ncand > 0:
         lo_m = mc if mc < dist else 0.0
-        return lo_m + (dist - lo_m) * (1.0 - _uniform(rseed, it, ev, j, c_i))
-    return mc + c_i * st
+        mag = lo_m + (dist - lo_m) * (1.0 - _uniform(cand[7], cand[8], ev, j, c_i))
+    else:
+        mag = mc + c_i * st
+    if mag > dist:
+        return np.nan
+    return s * mag
+
+
+# --------------------------------------------------------------------- histograms (JSD)
+@njit(cache=True, inline="always")
+def _slot_row(x, stats, row):
+    return _slot(x, stats[0][row], stats[1][row], stats[2][row], int(stats[5][3, row]))
+
+
+@njit(cache=True)
+def _row_after(H0, H, hs, Ssum, row, a, b, w):
+    """(Σ_k f, Σ_k max(H, 0)) of histogram row ``row`` after moving weight ``w`` (signed)
+    from slot ``a`` to slot ``b``: O(1) while both slots stay non-negative, else an
+    O(slots) recomputation with the new normalisation (inf if nothing positive is left)."""
+    Tq = hs[1, row]
+    if a == b:
+        return Ssum[row], Tq
+    T0 = hs[0, row]
+    ha = H[row, a]
+    hb = H[row, b]
+    ha2 = ha - w
+    hb2 = hb + w
+    if ha >= 0.0 and ha2 >= 0.0 and hb >= 0.0 and hb2 >= 0.0:
+        pa = H0[row, a] / T0 if H0[row, a] > 0.0 else 0.0
+        pb = H0[row, b] / T0 if H0[row, b] > 0.0 else 0.0
+        S = Ssum[row] + _f(pa, ha2 / Tq) - _f(pa, ha / Tq) + _f(pb, hb2 / Tq) - _f(pb, hb / Tq)
+        return S, Tq
+    Tq2 = Tq - max(ha, 0.0) + max(ha2, 0.0) - max(hb, 0.0) + max(hb2, 0.0)
+    if Tq2 <= 0.0:
+        return np.inf, Tq2
+    S = 0.0
+    for k in range(H.shape[1]):
+        h = ha2 if k == a else (hb2 if k == b else H[row, k])
+        p = H0[row, k] / T0 if H0[row, k] > 0.0 else 0.0
+        S += _f(p, h / Tq2 if h > 0.0 else 0.0)
+    return S, Tq2
+
+
+@njit(cache=True, inline="always")
+def _jsd_init(xj, j, d, stats, a_r, last_b):
+    """Slots of the current value in every histogram row of feature ``j``."""
+    for r in range(a_r.shape[0]):
+        a_r[r] = _slot_row(xj, stats, r * d + j)
+        last_b[r] = -1
+
+
+@njit(cache=True, inline="always")
+def _jsd_candidate(xn, w, j, d, stats, a_r, last_b, S_r, max_jsd2):
+    """Σf of every row of feature ``j`` if its value became ``xn`` (cached per row while the
+    slot does not change); returns (Σf of the attack's own row, admissible: that row within
+    ``max_jsd2`` and every row within its own limit ``hs[2]``)."""
+    H0 = stats[3]
+    H = stats[4]
+    hs = stats[5]
+    Ssum = stats[6]
+    ok = True
+    for r in range(a_r.shape[0]):
+        row = r * d + j
+        b = _slot_row(xn, stats, row)
+        if b != last_b[r]:
+            S_r[r] = _row_after(H0, H, hs, Ssum, row, a_r[r], b, w)[0]
+            last_b[r] = b
+        if S_r[r] > hs[2, row]:
+            ok = False
+    S0 = S_r[0]
+    if S0 > max_jsd2:
+        ok = False
+    return (S0 if S0 > 0.0 else 0.0), ok
+
+
+@njit(cache=True, inline="always")
+def jsd_over(stats, j, d, max_jsd2):
+    """True if a histogram row of feature ``j`` is above its JSD limit (its own row also
+    above ``max_jsd2``)."""
+    hs = stats[5]
+    Ssum = stats[6]
+    if Ssum[j] > max_jsd2:
+        return True
+    for r in range(Ssum.shape[0] // d):
+        if Ssum[r * d + j] > hs[2, r * d + j]:
+            return True
+    return False
 
 
 @njit(cache=True)
@@ -129,26 +338,27 @@ def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmi
     admissible move found, 2 = inadmissible move returned (``allow_inadmissible``), 0 = no
     move.
     """
-    lo, hi, mc_a, _, ncand, maxc, is_int_a, rseed, it, _ = cand
-    edges, lo_e, inv_w, H0, H, T, Ssum, mean, cov, sig, Ccur, C0, valid, F2, W = stats
+    edges, lo_e, inv_w, H0, H, hs, Ssum, mean, cov, sig, Ccur, C0, valid, F2, W = stats
     mode, max_jsd, max_frob, norm0, alpha, beta = budget
-    lo_j = lo[j]
-    hi_j = hi[j]
-    mc = mc_a[j]
     st = _step(cand, ev, j)
-    is_int = is_int_a[j]
     Cref = C0 if mode == MODE_CUMULATIVE else Ccur
     xj = x[j]
     if s == 0.0:
         return 0.0, 0.0, 0
-    # reachable distance in the gradient-sign direction
-    dist = hi_j - xj if s > 0 else xj - lo_j
+    # reachable distance in the gradient-sign direction (feature or per-entry bounds)
+    dist = _reach(cand, ev, j, xj, s)
     if dist <= 0.0:
         return 0.0, 0.0, 0
+    n_c = _n_candidates(cand, j, xj, s, st, dist)
     if not constrained:
         # moves of events outside the constraint set leave the monitored statistics alone:
         # take the smallest candidate (minimal perturbation)
-        d0 = 1.0 if is_int else mc
+        if cand[6][j] == 2:
+            d0 = _delta(0, cand, ev, j, xj, s, st, dist) if n_c > 0 else np.nan
+            if np.isnan(d0):
+                return 0.0, 0.0, 0
+            return d0, 0.0, 1
+        d0 = 1.0 if cand[6][j] == 1 else cand[2][j]
         if d0 <= 0.0:
             d0 = st
         if d0 > dist:
@@ -156,7 +366,6 @@ def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmi
         return s * d0, 0.0, 1
 
     d = x.shape[0]
-    K = edges.shape[1] - 1
     r = w / W
     # --- O(d) preparation of the five sums (row j of the correlation) ---
     corr_j = valid[j] and sig[j] > 0.0
@@ -186,13 +395,12 @@ def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmi
     R = F2[0] - 2.0 * rowsq
     varj = cov[j, j]
     dxj = xj - mean[j]
-    # --- JSD pieces that do not depend on the candidate ---
-    a = _slot(xj, edges[j], lo_e[j], inv_w[j], K)
-    wT = w / T
-    pa = H0[j, a] / T
-    qa = H[j, a] / T
-    dfa = _f(pa, qa - wT) - _f(pa, qa)
-    Sj = Ssum[j]
+    # --- JSD pieces that do not depend on the candidate (every histogram row) ---
+    nrow = stats[0].shape[0] // d
+    a_r = np.empty(nrow, dtype=np.int64)
+    last_b = np.empty(nrow, dtype=np.int64)
+    S_r = np.empty(nrow)
+    _jsd_init(xj, j, d, stats, a_r, last_b)
     max_jsd2 = max_jsd * max_jsd
     maxF2 = (max_frob * norm0) ** 2 if mode == MODE_CUMULATIVE else 0.5 * max_frob * max_frob
 
@@ -201,31 +409,17 @@ def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmi
     found = 0
     any_d = 0.0
     any_sc = np.inf
-    n_c = _n_candidates(is_int, ncand, mc, st, dist, maxc)
-    last_b = -1
-    jsd2 = 0.0
-    jsd = 0.0
     skip_bad = not allow_inadmissible
     for c_i in range(n_c):
-        mag = _magnitude(c_i, is_int, ncand, mc, st, dist, rseed, it, ev, j)
-        if mag > dist:
+        delta = _delta(c_i, cand, ev, j, xj, s, st, dist)
+        if np.isnan(delta):
             break
-        delta = s * mag
-        xn = xj + delta
-        b = _slot(xn, edges[j], lo_e[j], inv_w[j], K)
-        if b != last_b:  # the JSD part only changes when the candidate changes bin
-            dS = 0.0
-            if b != a:
-                pb = H0[j, b] / T
-                qb = H[j, b] / T
-                dS = dfa + _f(pb, qb + wT) - _f(pb, qb)
-            jsd2 = Sj + dS
-            if jsd2 < 0.0:
-                jsd2 = 0.0
-            jsd = np.sqrt(jsd2)
-            last_b = b
-        if skip_bad and jsd2 > max_jsd2:  # inadmissible: the correlation term is not needed
+        if delta == 0.0:  # min_change = 0: the zero move is no candidate
             continue
+        jsd2, jsd_ok = _jsd_candidate(xj + delta, w, j, d, stats, a_r, last_b, S_r, max_jsd2)
+        if skip_bad and not jsd_ok:  # inadmissible: the correlation term is not needed
+            continue
+        jsd = np.sqrt(jsd2)
         if corr_j:
             v = varj + 2.0 * delta * r * dxj + delta * delta * r * (1.0 - r)
             if v < 1e-300:
@@ -244,10 +438,10 @@ def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmi
             if F2n < 0.0:
                 F2n = 0.0
             corr_term = np.sqrt(F2n) / norm0
-            ok = jsd2 <= max_jsd2 and F2n <= maxF2
+            ok = jsd_ok and F2n <= maxF2
         else:
             corr_term = np.sqrt(2.0 * rs)
-            ok = jsd2 <= max_jsd2 and rs <= maxF2
+            ok = jsd_ok and rs <= maxF2
         sc = alpha * jsd + beta * corr_term
         if ok and sc < best_sc:
             best_sc = sc
@@ -273,22 +467,21 @@ def apply_move(x, w, j, xn, stats):
     Returns the squared Frobenius norm of the change this move made to the correlation
     matrix (row and column j), the per-change quantity of ``budget="per_change"``.
     """
-    edges, lo_e, inv_w, H0, H, T, Ssum, mean, cov, sig, Ccur, C0, valid, F2, W = stats
+    _, _, _, H0, H, hs, Ssum, mean, cov, sig, Ccur, C0, valid, F2, W = stats
     d = x.shape[0]
-    K = edges.shape[1] - 1
     xj = x[j]
     delta = xn - xj
-    # histogram + running JS sum
-    a = _slot(xj, edges[j], lo_e[j], inv_w[j], K)
-    b = _slot(xn, edges[j], lo_e[j], inv_w[j], K)
-    if a != b:
-        pa = H0[j, a] / T
-        pb = H0[j, b] / T
-        qa = H[j, a] / T
-        qb = H[j, b] / T
-        Ssum[j] += _f(pa, qa - w / T) - _f(pa, qa) + _f(pb, qb + w / T) - _f(pb, qb)
-        H[j, a] -= w
-        H[j, b] += w
+    # histograms (every row of feature j) + running JS sums
+    for rr in range(Ssum.shape[0] // d):
+        row = rr * d + j
+        a = _slot_row(xj, stats, row)
+        b = _slot_row(xn, stats, row)
+        if a != b:
+            S, Tq = _row_after(H0, H, hs, Ssum, row, a, b, w)
+            Ssum[row] = S
+            hs[1, row] = Tq
+            H[row, a] -= w
+            H[row, b] += w
     # moments
     r = w / W
     old_rowsq = 0.0
@@ -347,10 +540,10 @@ def score_block(X, wts, cons, events, sign, movable, cand, stats, budget, allow_
 
 
 @njit(cache=True, inline="always")
-def _violates(mode, status, Sj, max_jsd2, F2, maxF2, dc2, max_frob):
+def _violates(mode, status, jsd_bad, F2, maxF2, dc2, max_frob):
     if status != 1:
         return False
-    if Sj > max_jsd2:
+    if jsd_bad:
         return True
     if mode == MODE_CUMULATIVE:
         return F2 > maxF2
@@ -369,7 +562,7 @@ def apply_block(X, wts, cons, events, sign, deltas, status, cand, stats, budget,
     the per-change limits (status 2, ``use_no_change=False``) are kept.  Returns the
     number of moves that were undone.
     """
-    edges, lo_e, inv_w, H0, H, T, Ssum, mean, cov, sig, Ccur, C0, valid, F2, W = stats
+    F2 = stats[13]
     mode, max_jsd, max_frob, norm0, alpha, beta = budget
     m = events.shape[0]
     d = X.shape[1]
@@ -388,7 +581,7 @@ def apply_block(X, wts, cons, events, sign, deltas, status, cand, stats, budget,
             old = X[i, j]
             dc2 = apply_move(X[i], wts[i], j, X[i, j] + dl, stats)
             if enforce and _violates(
-                mode, status[t, j], Ssum[j], max_jsd2, F2[0], maxF2, dc2, max_frob
+                mode, status[t, j], jsd_over(stats, j, d, max_jsd2), F2[0], maxF2, dc2, max_frob
             ):
                 apply_move(X[i], wts[i], j, old, stats)
                 X[i, j] = old
@@ -399,9 +592,11 @@ def apply_block(X, wts, cons, events, sign, deltas, status, cand, stats, budget,
                 status[t, j] = 0
                 if stt2 == 1:
                     dc2 = apply_move(X[i], wts[i], j, X[i, j] + dl2, stats)
-                    if _violates(mode, 1, Ssum[j], max_jsd2, F2[0], maxF2, dc2, max_frob):
+                    bad = jsd_over(stats, j, d, max_jsd2)
+                    if _violates(mode, 1, bad, F2[0], maxF2, dc2, max_frob):
                         apply_move(X[i], wts[i], j, old, stats)
                         X[i, j] = old
+                        undone += 1
                     else:
                         deltas[t, j] = dl2
                         status[t, j] = 1
@@ -410,44 +605,50 @@ def apply_block(X, wts, cons, events, sign, deltas, status, cand, stats, budget,
 
 @njit(cache=True)
 def exact_pass(X, wts, cons, events, sign, movable, cand, stats, budget, allow_inadmissible):
-    """The sequential oracle: events in order; under the cumulative budget each feature is
-    scored against the state left by every earlier move (features in index order); under
-    ``per_change`` all features of an event are scored first and applied together."""
-    mode = budget[0]
+    """The sequential oracle: events in order, features in index order; each feature is
+    scored against the state left by every earlier move and applied at once (with the
+    re-check of :func:`apply_block`), under both budgets."""
     m = events.shape[0]
     d = X.shape[1]
     moved = np.zeros(m, dtype=np.int8)
     undone = 0
     one = np.zeros(1, dtype=np.int64)
+    dls = np.zeros((1, d))
+    sts = np.zeros((1, d), dtype=np.int8)
     for t in range(m):
         i = events[t]
         one[0] = i
         sg = sign[t : t + 1]
-        if mode == MODE_CUMULATIVE:
-            for j in range(d):
-                if not movable[i, j]:
-                    continue
-                dl, sc, stt = score_feature(
-                    X[i], wts[i], j, sign[t, j], i, cand, stats, budget, cons[i], allow_inadmissible
-                )
-                if stt == 0:
-                    continue
-                dls = np.zeros((1, d))
-                sts = np.zeros((1, d), dtype=np.int8)
-                dls[0, j] = dl
-                sts[0, j] = stt
-                undone += apply_block(X, wts, cons, one, sg, dls, sts, cand, stats, budget, True)
-                if sts[0, j] != 0:
-                    moved[t] = 1
-        else:
-            dls, sts = score_block(
-                X, wts, cons, one, sg, movable, cand, stats, budget, allow_inadmissible
+        for j in range(d):
+            if not movable[i, j]:
+                continue
+            dl, sc, stt = score_feature(
+                X[i], wts[i], j, sign[t, j], i, cand, stats, budget, cons[i], allow_inadmissible
             )
-            apply_block(X, wts, cons, one, sg, dls, sts, cand, stats, budget, False)
-            for j in range(d):
-                if sts[0, j] != 0:
-                    moved[t] = 1
+            if stt == 0:
+                continue
+            dls[0, :] = 0.0
+            sts[0, :] = 0
+            dls[0, j] = dl
+            sts[0, j] = stt
+            undone += apply_block(X, wts, cons, one, sg, dls, sts, cand, stats, budget, True)
+            if sts[0, j] != 0:
+                moved[t] = 1
     return moved, undone
+
+
+def make_cand(lo, hi, mc, st, ncand, maxc, kind, rseed, it, randomize, sup=None):
+    """The ``cand`` tuple with normalised types: ``lo``/``hi`` per feature (d,) or per entry
+    (n, d), ``kind`` as int8 (a boolean ``is_int`` mask gives 1 = integer steps), ``sup``
+    the (d, V) NaN-padded sorted observed values of discrete features (None: none)."""
+    lo = np.ascontiguousarray(np.atleast_2d(np.asarray(lo, dtype=np.float64)))
+    hi = np.ascontiguousarray(np.atleast_2d(np.asarray(hi, dtype=np.float64)))
+    kind = np.ascontiguousarray(np.asarray(kind).astype(np.int8))
+    d = kind.shape[0]
+    sup = np.full((d, 1), np.nan) if sup is None else np.asarray(sup, dtype=np.float64)
+    return (lo, hi, np.asarray(mc, dtype=np.float64), np.asarray(st, dtype=np.float64),
+            int(ncand), int(maxc), kind, int(rseed), int(it), bool(randomize),
+            np.ascontiguousarray(sup))  # fmt: skip
 
 
 def kernel_pass(
@@ -470,18 +671,18 @@ def kernel_pass(
     applied by :func:`apply_block` (re-checking every move against the current state when
     ``enforce``).  Returns the number of undone moves."""
     if exact:
-        _, undone = exact_pass(
-            X, wts, cons, events, sign, movable, cand, stats, budget, allow_inadmissible
+        _, undone = call(
+            exact_pass, X, wts, cons, events, sign, movable, cand, stats, budget, allow_inadmissible
         )
         return int(undone)
     undone = 0
     for s in range(0, len(events), block_size):
         ev = events[s : s + block_size]
         sg = sign[s : s + block_size]
-        deltas, status = score_block(
-            X, wts, cons, ev, sg, movable, cand, stats, budget, allow_inadmissible
+        deltas, status = call(
+            score_block, X, wts, cons, ev, sg, movable, cand, stats, budget, allow_inadmissible
         )
         undone += int(
-            apply_block(X, wts, cons, ev, sg, deltas, status, cand, stats, budget, enforce)
+            call(apply_block, X, wts, cons, ev, sg, deltas, status, cand, stats, budget, enforce)
         )
     return undone

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from fnmatch import fnmatchcase
 from typing import Any
 
 import numpy as np
@@ -23,12 +24,55 @@ from advsyst.attacks.result import AttackResult
 from advsyst.errors import BudgetViolation, ConfigError, InputError
 from advsyst.stats import FeatureBinning, check_finite, delta_fn, js_term, jsd_per_feature
 
-__all__ = ["ConservAttack", "conservattack", "MIN_CONSTRAINT_EVENTS"]
+__all__ = [
+    "AUTO_ROBUST_BINS",
+    "AUTO_ROBUST_OFFSETS",
+    "ConservAttack",
+    "MIN_CONSTRAINT_EVENTS",
+    "conservattack",
+    "resolve_envelope",
+]
 
 log = logging.getLogger(__name__)
 
 #: fewer events than this in the constraint set make dataset-level statistics meaningless
 MIN_CONSTRAINT_EVENTS = 10
+#: bin counts and offsets (in bin widths) of ``robust_binnings="auto"``: every combination
+AUTO_ROBUST_BINS = (50, 71, 100, 141, 200)
+AUTO_ROBUST_OFFSETS = (0.0, 0.25, 0.5, 0.75)
+
+
+def resolve_envelope(
+    envelope: dict[str, dict[str, float]], names: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Envelope of every feature from ``{name or glob: {relative: r} | {absolute: a}}``.
+
+    The most specific key wins: an exact feature name beats any glob pattern; among
+    matching globs the longest pattern wins (the first listed on a tie).  Returns
+    ``kind`` (d,) int (0 = no envelope, 1 = relative, 2 = absolute) and ``value`` (d,).
+    """
+    d = len(names)
+    kind = np.zeros(d, dtype=np.int64)
+    value = np.zeros(d)
+    used = set()
+    for j, name in enumerate(names):
+        best = None
+        if name in envelope:
+            best = name
+        else:
+            globs = [k for k in envelope if any(c in k for c in "*?[") and fnmatchcase(name, k)]
+            if globs:
+                best = max(globs, key=len)  # max keeps the first of equal lengths
+        if best is None:
+            continue
+        used.add(best)
+        (k, v), = envelope[best].items()  # fmt: skip
+        kind[j] = 1 if k == "relative" else 2
+        value[j] = float(v)
+    unused = [k for k in envelope if k not in used]
+    if unused:
+        log.warning("envelope keys %s match no feature", unused)
+    return kind, value
 
 
 def _bool_mask(mask: Any, n: int, name: str, default: bool = True) -> np.ndarray:
@@ -65,8 +109,34 @@ def _index_list(v: Any, d: int, name: str, names: list[str] | None) -> np.ndarra
     return out
 
 
+def _integer_labels(y: Any, n: int) -> np.ndarray:
+    """Labels as int64; raise unless every value is an integer (bool, integer dtype, or
+    floats with integral values)."""
+    y = np.asarray(y)
+    if y.shape != (n,):
+        raise InputError(f"labels y must have shape ({n},), got {y.shape}")
+    if y.dtype == bool or np.issubdtype(y.dtype, np.integer):
+        return y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise InputError(
+                f"labels y must be integer class indices; {int(bad.sum())} value(s) are not, "
+                f"e.g. y[{i}] = {float(y[i])}"
+            )
+        return y.astype(np.int64)
+    raise InputError(f"labels y must be integer class indices, got dtype {y.dtype}")
+
+
 class _State:
-    """All statistics the kernels read and update, for the constraint set."""
+    """All statistics the kernels read and update, for the constraint set.
+
+    ``binning`` is the attack's own binning; ``extra`` further binnings whose histograms
+    are tracked too (the binning-robust budget); ``limits`` (len(extra) + 1, d) the JSD
+    limit of every histogram row (inf: none beyond the budget's ``max_jsd``, which always
+    applies to the attack's own binning).
+    """
 
     def __init__(
         self,
@@ -75,24 +145,50 @@ class _State:
         cons: np.ndarray,
         binning: FeatureBinning,
         valid: np.ndarray,
+        extra: list[FeatureBinning] | tuple = (),
+        limits: np.ndarray | None = None,
     ):
         self.binning = binning
-        self.edges = binning.edges
-        self.lo_e = binning.edges[:, 0].copy()
-        width = binning.edges[:, -1] - binning.edges[:, 0]
-        self.inv_w = binning.num_bins / width
+        self.binnings = [binning, *extra]
+        d = binning.n_features
+        R = len(self.binnings)
+        kr = np.array([b.num_bins for b in self.binnings])
+        kmax = int(kr.max())
+        edges = np.empty((R * d, kmax + 1))
+        for r, b in enumerate(self.binnings):
+            rows = slice(r * d, (r + 1) * d)
+            edges[rows, : b.num_bins + 1] = b.edges
+            edges[rows, b.num_bins + 1 :] = b.edges[:, -1:]
+        krow = np.repeat(kr, d).astype(np.float64)
+        self.edges = np.ascontiguousarray(edges)
+        self.lo_e = edges[:, 0].copy()
+        top = edges[np.arange(R * d), krow.astype(np.int64)]
+        self.inv_w = krow / (top - self.lo_e)
         self.valid = valid
         self.cons = cons
         self.w = w
-        self.H0 = binning.histogram(X[cons], w[cons])
-        self.T = float(w[cons].sum())
-        self.W = self.T
+        self.d = d
+        self.hs = np.zeros((4, R * d))
+        self.hs[3] = krow
+        lim = np.full((R, d), np.inf) if limits is None else np.asarray(limits, np.float64)
+        self.hs[2] = (lim**2).ravel()
+        self.H0 = self._histograms(X)
+        self.hs[0] = np.clip(self.H0, 0.0, None).sum(axis=1)
+        self.W = float(w[cons].sum())
         self._moments(X)
         self.C0 = self.Ccur.copy()
         self.norm0 = float(np.linalg.norm(self.C0))
         if self.norm0 <= 0:
             self.norm0 = 1.0
         self.resync(X)
+
+    def _histograms(self, X: np.ndarray) -> np.ndarray:
+        Xc, wc = X[self.cons], self.w[self.cons]
+        d = self.d
+        H = np.zeros((len(self.binnings) * d, self.edges.shape[1] + 1))
+        for r, b in enumerate(self.binnings):
+            H[r * d : (r + 1) * d, : b.n_slots] = b.histogram(Xc, wc)
+        return H
 
     def _moments(self, X: np.ndarray) -> None:
         Xc, wc = X[self.cons], self.w[self.cons]
@@ -109,13 +205,21 @@ class _State:
 
     def resync(self, X: np.ndarray) -> None:
         """Recompute the current statistics exactly from the data (drops rounding drift)."""
-        self.H = self.binning.histogram(X[self.cons], self.w[self.cons])
-        self.Ssum = js_term(self.H0 / self.T, self.H / self.T).sum(axis=1)
+        self.H = self._histograms(X)
+        Hp = np.clip(self.H, 0.0, None)
+        self.hs[1] = Hp.sum(axis=1)
+        P0 = np.clip(self.H0, 0.0, None) / self.hs[0][:, None]
+        self.Ssum = js_term(P0, Hp / self.hs[1][:, None]).sum(axis=1)
         self._moments(X)
         self.F2 = np.array([float(((self.Ccur - self.C0) ** 2).sum())])
 
     def jsd(self) -> np.ndarray:
-        return np.sqrt(np.clip(self.Ssum, 0, None))
+        """JSD of every feature at the attack's own binning."""
+        return np.sqrt(np.clip(self.Ssum[: self.d], 0, None))
+
+    def jsd_rows(self) -> np.ndarray:
+        """(R, d) JSD at every tracked binning."""
+        return np.sqrt(np.clip(self.Ssum, 0, None)).reshape(-1, self.d)
 
     def dfn(self) -> float:
         return float(np.sqrt(self.F2[0]) / self.norm0)
@@ -129,7 +233,7 @@ class _State:
             self.inv_w,
             self.H0,
             self.H,
-            self.T,
+            self.hs,
             self.Ssum,
             self.mean,
             self.cov,
@@ -175,36 +279,44 @@ class ConservAttack:
             w = np.asarray(weights, dtype=np.float64)
             if w.shape != (n,):
                 raise InputError(f"weights must have shape ({n},), got {w.shape}")
-            if not np.isfinite(w).all() or (w < 0).any():
-                raise InputError("weights must be finite and non-negative")
+            if not np.isfinite(w).all():
+                raise InputError("weights contain NaN/inf")
         if y is not None:
-            y = np.asarray(y)
-            if y.shape != (n,):
-                raise InputError(f"labels y must have shape ({n},), got {y.shape}")
-            y = y.astype(np.int64)
+            y = _integer_labels(y, n)
         am = _bool_mask(attack_mask, n, "attack_mask")
-        cm = _bool_mask(constraint_mask, n, "constraint_mask") & (w > 0)
+        cm = _bool_mask(constraint_mask, n, "constraint_mask") & (w != 0)
         if cm.sum() < MIN_CONSTRAINT_EVENTS:
             raise InputError(
-                f"the constraint set has {int(cm.sum())} events with positive weight; at least "
+                f"the constraint set has {int(cm.sum())} events with non-zero weight; at least "
                 f"{MIN_CONSTRAINT_EVENTS} are needed for meaningful histograms and correlations"
             )
+        # signed weights (NLO): every statistic uses them; only the totals must be positive
+        for name, sel in (("constraint set", cm), ("attacked set", am)):
+            tot = float(w[sel].sum())
+            if sel.any() and not tot > 0:
+                raise InputError(
+                    f"the total event weight of the {name} is not positive ({tot:.6g}): "
+                    "signed weights are supported, but the distributions they describe "
+                    "need a positive total"
+                )
         names = list(feature_names) if feature_names is not None else None
         if names is not None and len(names) != d:
             raise InputError(f"{len(names)} feature names for {d} features")
         return X, y, w, am, cm, names
 
-    def _feature_setup(self, X, cm, names):
+    def _feature_setup(self, X, w, cm, names):
         cfg = self.config
         n, d = X.shape
         immutable = _index_list(cfg.immutable, d, "immutable", names)
         is_int = _index_list(cfg.integer_features, d, "integer_features", names)
-        var = X[cm].var(axis=0)
-        const = ~(var > 0)
+        Xc, wc = X[cm], w[cm]
+        mu = (wc[:, None] * Xc).sum(axis=0) / wc.sum()
+        var = (wc[:, None] * (Xc - mu) ** 2).sum(axis=0) / wc.sum()
+        const = (np.ptp(Xc, axis=0) == 0) | ~(var > 0)
         if const.any():
             log.warning(
-                "features %s are constant in the constraint set: frozen and left out of the "
-                "correlation budget",
+                "features %s are constant (or have a non-positive signed-weight variance) in "
+                "the constraint set: frozen and left out of the correlation budget",
                 np.nonzero(const)[0].tolist()[:20],
             )
         if cfg.bounds is not None:
@@ -217,7 +329,79 @@ class ConservAttack:
         scale = np.where(hi > lo, hi - lo, 1.0) if cfg.units == "range" else np.ones(d)
         mc = cfg.min_change * scale
         st = cfg.step * scale
-        return immutable | const, is_int, ~const, lo, hi, mc, st
+        kind = is_int.astype(np.int8)
+        sup, discrete = self._discrete(X, ~(immutable | const | is_int), names)
+        frozen = immutable | const
+        if cfg.discrete == "freeze":
+            frozen = frozen | discrete
+        else:
+            kind[discrete] = 2
+        return frozen, kind, sup, discrete, ~const, lo, hi, mc, st
+
+    def _discrete(self, X, candidates, names):
+        """Features with at most ``max_discrete_values`` distinct clean values: their sorted
+        observed values (d, V) NaN-padded, and the mask."""
+        cfg = self.config
+        n, d = X.shape
+        disc = np.zeros(d, dtype=bool)
+        values: dict[int, np.ndarray] = {}
+        if cfg.max_discrete_values > 0:
+            for j in np.nonzero(candidates)[0]:
+                u = np.unique(X[:, j])
+                if len(u) <= cfg.max_discrete_values:
+                    disc[j] = True
+                    values[int(j)] = u
+        sup = np.full((d, max([len(v) for v in values.values()], default=1)), np.nan)
+        for j, u in values.items():
+            sup[j, : len(u)] = u
+        if disc.any():
+            label = [names[j] if names else j for j in np.nonzero(disc)[0]]
+            log.info(
+                "discrete features (<= %d distinct clean values) %s: %s",
+                cfg.max_discrete_values,
+                label[:30],
+                "moved only between observed values" if cfg.discrete == "support" else "frozen",
+            )
+        return sup, disc
+
+    def _envelope(self, X0, names, lo, hi):
+        """Per-entry bounds from ``config.envelope`` ((1, d) feature bounds without one) and
+        the per-entry envelope widths (None without an envelope)."""
+        d = X0.shape[1]
+        if not self.config.envelope:
+            return lo[None, :], hi[None, :], None
+        kind, val = resolve_envelope(self.config.envelope, names or [str(j) for j in range(d)])
+        env = np.where(kind == 1, val * np.abs(X0), np.where(kind == 2, val, np.inf))
+        lo2 = np.maximum(lo[None, :], X0 - env)
+        hi2 = np.minimum(hi[None, :], X0 + env)
+        return np.ascontiguousarray(lo2), np.ascontiguousarray(hi2), env
+
+    def _robust_rows(self, Xc, wc, binning):
+        """Extra binnings of the binning-robust budget and the JSD limit of every row."""
+        cfg = self.config
+        rb = cfg.robust_binnings
+        if rb == "auto":
+            rb = [[k, off] for k in AUTO_ROBUST_BINS for off in AUTO_ROBUST_OFFSETS]
+        spec = []
+        for k, off in rb or []:
+            key = (int(k), float(off))
+            if key != (cfg.num_bins, 0.0) and key not in spec:
+                spec.append(key)
+        lo, hi = binning.edges[:, 0], binning.edges[:, -1]
+        extra = [FeatureBinning.equal_width(lo, hi, k, off) for k, off in spec]
+        d = Xc.shape[1]
+        limits = np.full((len(extra) + 1, d), np.inf)
+        if spec and cfg.robust_noise_fraction is not None:
+            # every tracked binning (the own one too, next to max_jsd): a fraction of its
+            # statistical resolution
+            from advsyst.stats.validation import resolution
+
+            for r, b in enumerate([binning, *extra]):
+                res = resolution(Xc, b, wc, cfg.robust_bootstrap, 0.95, cfg.seed + 7919 * r)
+                limits[r] = cfg.robust_noise_fraction * res
+        elif spec:
+            limits[1:] = cfg.max_jsd_single_change  # the own binning's limit on every other
+        return spec, extra, limits
 
     # ------------------------------------------------------------------ main
     def run(
@@ -229,11 +413,15 @@ class ConservAttack:
         attack_mask: np.ndarray | None = None,
         constraint_mask: np.ndarray | None = None,
         feature_names: list[str] | None = None,
+        movable: np.ndarray | None = None,
     ) -> AttackResult:
         """Attack ``X`` (n, d) against ``model``; returns an :class:`AttackResult`.
 
         ``attack_mask`` selects the events that may move (default all); ``constraint_mask``
         the events whose statistics are monitored (default all; e.g. a control region).
+        ``weights`` are signed event weights (NLO); the totals of the constraint and the
+        attacked sets must be positive.  ``movable`` is a boolean (n, d) mask: False = this
+        entry never moves (e.g. padded particle slots); it combines with every other rule.
         """
         cfg = self.config
         t_start = time.perf_counter()
@@ -256,11 +444,22 @@ class ConservAttack:
             target = y
         else:
             target = pred_clean
-        frozen, is_int, valid, lo, hi, mc, st = self._feature_setup(X0, cm, names)
+        frozen, kind, sup, discrete, valid, lo, hi, mc, st = self._feature_setup(X0, w, cm, names)
+        user_movable = movable
         movable = am[:, None] & ~frozen[None, :]
+        if user_movable is not None:
+            um = np.asarray(user_movable)
+            if um.shape != (n, d):
+                raise InputError(f"movable must have shape ({n}, {d}), got {um.shape}")
+            if um.dtype != bool:
+                if not np.isin(um, (0, 1)).all():
+                    raise InputError("movable must be a boolean (n, d) mask")
+                um = um.astype(bool)
+            movable &= um
         if cfg.default_value is not None:
             movable &= X0 != cfg.default_value
         movable = np.ascontiguousarray(movable)
+        elo, ehi, env = self._envelope(X0, names, lo, hi)
         mode = K.MODE_CUMULATIVE if cfg.budget == "cumulative" else K.MODE_PER_CHANGE
         allow_inadmissible = (not cfg.use_no_change) and mode == K.MODE_PER_CHANGE
         if not cfg.use_no_change and mode == K.MODE_CUMULATIVE:
@@ -270,10 +469,17 @@ class ConservAttack:
             )
 
         binning = FeatureBinning.from_data(X0[cm], cfg.num_bins)
-        state = _State(X0, w, cm, binning, valid)
+        robust_spec, extra, limits = self._robust_rows(X0[cm], w[cm], binning)
+        state = _State(X0, w, cm, binning, valid, extra, limits)
         tracker = None
         if cfg.use_disco:
             from advsyst.attacks import _disco
+
+            if (w[cm] < 0).any():
+                log.warning(
+                    "use_disco with negative weights: the distance-correlation subsample is "
+                    "drawn with probability proportional to max(w, 0) and is unweighted"
+                )
 
             tracker = _disco.DiscoTracker.from_data(
                 X0[cm], cfg.seed, cfg.disco_subsample, valid, np.nonzero(cm)[0], w[cm]
@@ -305,8 +511,8 @@ class ConservAttack:
                 sign = np.sign(grad)
                 before = X[events].copy()
                 # the kernels' argument groups (see advsyst.attacks._kernels)
-                cand = (lo, hi, mc, st, ncand, cfg.max_candidates, is_int, cfg.seed, it,
-                        cfg.randomize_step)  # fmt: skip
+                cand = K.make_cand(elo, ehi, mc, st, ncand, cfg.max_candidates, kind,
+                                   cfg.seed, it, cfg.randomize_step, sup)  # fmt: skip
                 budget = (mode, cfg.max_jsd_single_change, cfg.max_frob_single_change,
                           state.norm0, cfg.alpha, cfg.beta)  # fmt: skip
                 if cfg.use_disco:
@@ -342,7 +548,7 @@ class ConservAttack:
             rec = {
                 "iteration": it,
                 "fooling_ratio": fr,
-                "n_fooled": int(fooled.sum()),
+                "n_fooled": int((am & (pred_adv != pred_clean)).sum()),
                 "events_attacked": int(len(events)),
                 "events_moved": n_moved,
                 "entries_moved": entries,
@@ -387,6 +593,8 @@ class ConservAttack:
         metrics = self._final_metrics(
             X0, X_final, y, w, am, cm, valid, binning, pred_clean, pred_adv, adapter, tracker
         )
+        self._extra_metrics(metrics, X0, X_final, w, cm, state, robust_spec, limits, env)
+        metrics["discrete_features"] = np.nonzero(discrete)[0].tolist()
         metrics["seconds"] = time.perf_counter() - t_start
         metrics["n_iterations_run"] = len(history)
         return AttackResult(
@@ -405,6 +613,41 @@ class ConservAttack:
             provenance=provenance(cfg.to_dict(), cfg.seed, attack="conservattack"),
         )
 
+    def _extra_metrics(self, m, X0, X, w, cm, state, spec, limits, env) -> None:
+        """Signed-weight slots, the binning-robust rows and the envelope usage (exact,
+        recomputed from the data); raises BudgetViolation if a tracked row is over."""
+        H0 = state.binning.histogram(X0[cm], w[cm])
+        H = state.binning.histogram(X[cm], w[cm])
+        m["negative_slots"] = {"clean": int((H0 < 0).sum()), "adversarial": int((H < 0).sum())}
+        rows = np.vstack(
+            [jsd_per_feature(X0[cm], X[cm], weights=w[cm], binning=b) for b in state.binnings]
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(limits > 0, rows / limits, np.where(rows > 0, np.inf, 0.0))
+        m["robust"] = {
+            "binnings": [[self.config.num_bins, 0.0], *[list(t) for t in spec]],
+            "jsd": rows,
+            "limits": np.where(np.isfinite(limits), limits, np.nan),
+            "max_limit_ratio": float(ratio.max()),
+        }
+        if self.config.budget == "cumulative" and not ratio.max() <= 1.0 + 1e-6:  # NaN-safe
+            raise BudgetViolation(
+                "internal error: result exceeds the budget on a tracked binning (JSD / limit "
+                f"{ratio.max():.4g})"
+            )
+        if env is not None:
+            moved = (X != X0) & np.isfinite(env)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = np.abs(X - X0)[moved] / env[moved]
+            q = (0.5, 0.9, 0.99, 1.0)
+            m["envelope"] = {
+                "n_moved_entries": int(moved.sum()),
+                "n_entries_with_envelope": int(np.isfinite(env).sum()),
+                "move_over_envelope_quantiles": {
+                    str(k): (float(np.quantile(r, k)) if len(r) else 0.0) for k in q
+                },
+            }
+
     @staticmethod
     def _margin(adapter: ModelAdapter, X: np.ndarray, target: np.ndarray) -> np.ndarray:
         """log P(target) − max log P(other class): small = close to flipping."""
@@ -419,6 +662,27 @@ class ConservAttack:
         if wa.sum() <= 0:
             return 0.0
         return float((wa * (pred_clean[am] != pred_adv[am])).sum() / wa.sum())
+
+    def _check_budget(self, jsd_max: float, dfn: float) -> None:
+        """Raise :class:`BudgetViolation` unless the recomputed result is within the budget
+        the configuration guarantees (NaN counts as a violation).  Cumulative: max JSD and
+        ΔFN (ΔdCor with DisCo).  ``per_change`` with ``use_no_change``: max JSD (each move
+        keeps its feature's JSD within the limit and leaves the other features alone);
+        ``per_change`` bounds single changes of the correlation, not the total."""
+        cfg = self.config
+        tol = 1e-9
+        ok_jsd = jsd_max <= cfg.max_jsd_single_change + tol
+        ok_dfn = dfn <= cfg.max_frob_single_change + tol
+        if cfg.budget == "cumulative" and not (ok_jsd and ok_dfn):
+            raise BudgetViolation(
+                f"internal error: result exceeds the budget (JSD max {jsd_max:.3g} vs "
+                f"{cfg.max_jsd_single_change}, dFN {dfn:.3g} vs {cfg.max_frob_single_change})"
+            )
+        if cfg.budget == "per_change" and cfg.use_no_change and not ok_jsd:
+            raise BudgetViolation(
+                f"internal error: a feature's JSD exceeds the per-change limit (JSD max "
+                f"{jsd_max:.3g} vs {cfg.max_jsd_single_change})"
+            )
 
     def _final_metrics(
         self, X0, X, y, w, am, cm, valid, binning, pred_clean, pred_adv, adapter, tracker=None
@@ -448,16 +712,7 @@ class ConservAttack:
             m["dcor_subsample"] = int(tracker.m)
             # the distance correlation replaces the Pearson correlation in the budget
             dfn = m["dcor_dfn"]
-        if cfg.budget == "cumulative":
-            tol = 1e-9
-            if (
-                m["jsd_max"] > cfg.max_jsd_single_change + tol
-                or dfn > cfg.max_frob_single_change + tol
-            ):
-                raise BudgetViolation(
-                    f"internal error: result exceeds the budget (JSD max {m['jsd_max']:.3g} vs "
-                    f"{cfg.max_jsd_single_change}, dFN {dfn:.3g} vs {cfg.max_frob_single_change})"
-                )
+        self._check_budget(m["jsd_max"], dfn)
         if y is not None and len(np.unique(y)) == 2 and adapter.n_classes == 2:
             from advsyst.attacks.metrics import auroc
 
@@ -475,9 +730,18 @@ def conservattack(
     attack_mask: np.ndarray | None = None,
     constraint_mask: np.ndarray | None = None,
     config: ConservAttackConfig | dict | None = None,
+    feature_names: list[str] | None = None,
+    movable: np.ndarray | None = None,
     **overrides: Any,
 ) -> AttackResult:
     """Functional form of :meth:`ConservAttack.run`."""
     return ConservAttack(config, **overrides).run(
-        X, model, y=y, weights=weights, attack_mask=attack_mask, constraint_mask=constraint_mask
+        X,
+        model,
+        y=y,
+        weights=weights,
+        attack_mask=attack_mask,
+        constraint_mask=constraint_mask,
+        feature_names=feature_names,
+        movable=movable,
     )

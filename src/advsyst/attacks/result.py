@@ -27,15 +27,19 @@ class AttackResult:
     X_adv
         Adversarial features (n, d), float64.
     fooled
-        Per event: the prediction differs from the attack target (clean prediction or label).
+        Per event: the prediction differs from the attack target (clean prediction or label;
+        the same as "the prediction changed" for ``target="prediction"``).
     moved
         Per event: at least one feature changed.
     pred_clean, pred_adv
         Predicted classes before and after.
     history
         One dict per iteration: ``iteration``, ``fooling_ratio``, ``n_fooled``,
-        ``events_moved``, ``entries_moved``, ``undone``, ``jsd_mean``, ``jsd_max``, ``dfn``,
-        ``seconds``.
+        ``events_moved``, ``entries_moved``, ``undone`` (moves applied and taken back by the
+        re-check, every undo counted), ``jsd_mean``, ``jsd_max``, ``dfn``, ``seconds``.
+        ``fooling_ratio`` and ``n_fooled`` have one definition here and in ``metrics``:
+        attacked events whose predicted class differs from the clean prediction (weighted
+        fraction, and unweighted count).
     metrics
         Exact final metrics, recomputed from scratch: ``fooling_ratio``, ``jsd`` (per
         feature), ``jsd_mean``, ``jsd_max``, ``dfn``, ``n_events``, ``n_features``, ...

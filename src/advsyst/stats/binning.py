@@ -66,6 +66,34 @@ class FeatureBinning:
         edges[:, -1] = hi  # exact upper edge
         return cls(edges=np.ascontiguousarray(edges))
 
+    @classmethod
+    def equal_width(
+        cls, lo: np.ndarray, hi: np.ndarray, num_bins: int, offset: float = 0.0
+    ) -> FeatureBinning:
+        """``num_bins`` equal-width bins per feature over [lo, hi], shifted by ``offset``.
+
+        ``offset`` is a fraction of the bin width in [0, 1): the edges are
+        ``lo + (k - offset) * width``; with a non-zero offset one more bin is added so that
+        the shifted bins still cover the whole [lo, hi] (``num_bins + 1`` inner bins).
+        ``offset=0`` gives exactly :meth:`from_data`'s edges for the same range.
+        """
+        lo = np.atleast_1d(np.asarray(lo, dtype=np.float64))
+        hi = np.atleast_1d(np.asarray(hi, dtype=np.float64))
+        if num_bins < 1:
+            raise InputError(f"num_bins must be >= 1, got {num_bins}")
+        if not 0.0 <= offset < 1.0:
+            raise InputError(f"offset must be a fraction of a bin in [0, 1), got {offset}")
+        hi = np.where(hi > lo, hi, lo + 1.0)
+        if offset == 0.0:
+            t = np.linspace(0.0, 1.0, num_bins + 1)
+            edges = lo[:, None] + (hi - lo)[:, None] * t[None, :]
+            edges[:, -1] = hi
+        else:
+            width = (hi - lo) / num_bins
+            k = np.arange(num_bins + 2) - offset
+            edges = lo[:, None] + width[:, None] * k[None, :]
+        return cls(edges=np.ascontiguousarray(edges))
+
     def index(self, X: np.ndarray) -> np.ndarray:
         """Slot index (0 = underflow, 1..num_bins, num_bins+1 = overflow), shape like X."""
         X = np.asarray(X, dtype=np.float64)

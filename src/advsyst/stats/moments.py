@@ -1,17 +1,14 @@
-"""Weighted first and second moments with exact incremental updates.
+"""Weighted first and second moments and Pearson correlation by direct recomputation.
 
 Convention used everywhere in advsyst: with weights w_i and W = Σ w_i,
 
     μ = Σ w x / W,   cov = Σ w (x − μ)(x − μ)ᵀ / W   (no Bessel correction),
     ρ_jk = cov_jk / sqrt(cov_jj cov_kk).
 
-Moving entry x_ij (weight w) by δ changes only row/column j:
-
-    cov_jk(δ) = cov_jk + δ (w/W)(x_ik − μ_k)                       (k ≠ j)
-    var_j(δ)  = var_j + 2δ (w/W)(x_ij − μ_j) + δ² (w/W)(1 − w/W)
-
-so ‖C(δ) − C_ref‖²_F is a closed-form function of δ after an O(d) preparation
-(:meth:`MomentTracker.candidate_frobenius_sq`).
+These functions are the batch reference.  The attack updates the same statistics
+incrementally in the numba kernels of :mod:`advsyst.attacks._kernels` (the only
+incremental implementation; its module docstring has the closed forms), and the tests
+compare the kernels with the functions here.
 """
 
 from __future__ import annotations
@@ -73,14 +70,26 @@ def delta_fn(
     weights: np.ndarray | None = None,
     valid: np.ndarray | None = None,
 ) -> float:
-    """ΔFN = ‖C(X) − C(X_ref)‖_F / ‖C(X_ref)‖_F by direct recomputation."""
+    """ΔFN = ‖C(X) − C(X_ref)‖_F / ‖C(X_ref)‖_F by direct recomputation.
+
+    The reference norm is zero only when ``valid`` excludes every feature; then both
+    matrices are zero and ΔFN is defined as 0 (nothing is monitored), as in the attack.
+    """
     C0 = pearson_correlation(X_ref, weights, valid)
     C = pearson_correlation(X, weights, valid)
-    return float(np.linalg.norm(C - C0) / np.linalg.norm(C0))
+    norm0 = float(np.linalg.norm(C0))
+    diff = float(np.linalg.norm(C - C0))
+    if norm0 > 0:
+        return diff / norm0
+    if diff == 0:
+        return 0.0
+    raise InputError("delta_fn: the reference correlation matrix is zero but the other is not")
 
 
 class MomentTracker:
-    """Σw, weighted mean and covariance (float64), mergeable and exactly updatable."""
+    """Σw, weighted mean and covariance (float64) of a set of events, mergeable with ``+``
+    (e.g. over chunks).  Not updated per move: the attack's incremental statistics are the
+    kernels of :mod:`advsyst.attacks._kernels`."""
 
     def __init__(self, W: float, mean: np.ndarray, cov: np.ndarray):
         self.W = float(W)
@@ -120,45 +129,3 @@ class MomentTracker:
 
     def correlation(self, valid: np.ndarray | None = None) -> np.ndarray:
         return _corr_from_cov(self.cov, valid)
-
-    def move(self, x_row: np.ndarray, j: int, delta: float, w: float = 1.0) -> None:
-        """Apply x_ij -> x_ij + delta for an event with features ``x_row`` (before the move)."""
-        r = w / self.W
-        dk = (x_row - self.mean) * (delta * r)
-        dvar = 2.0 * delta * r * (x_row[j] - self.mean[j]) + delta * delta * r * (1.0 - r)
-        self.cov[j, :] += dk
-        self.cov[:, j] += dk
-        self.cov[j, j] += dvar - 2.0 * dk[j]
-        self.mean[j] += delta * r
-
-    def candidate_frobenius_sq(
-        self,
-        x_row: np.ndarray,
-        j: int,
-        deltas: np.ndarray,
-        C_ref: np.ndarray,
-        w: float = 1.0,
-        valid: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Σ_{k≠j} (ρ_jk(δ) − C_ref_jk)² for each δ, from the closed form (O(d) + O(1)/δ).
-
-        The full ‖C(δ) − C_ref‖²_F is ``R + 2·this`` where R is the part without row j.
-        """
-        deltas = np.asarray(deltas, dtype=np.float64)
-        d = self.n_features
-        ok = np.ones(d, bool) if valid is None else np.asarray(valid, bool).copy()
-        ok[j] = False
-        sig = np.sqrt(np.where(ok, np.diag(self.cov), 1.0))
-        r = w / self.W
-        A = np.where(ok, self.cov[j] / sig, 0.0)
-        B = np.where(ok, r * (x_row - self.mean) / sig, 0.0)
-        c = np.where(ok, C_ref[j], 0.0)
-        sAA, sAB, sBB = A @ A, A @ B, B @ B
-        scA, scB, scc = c @ A, c @ B, c @ c
-        v = self.cov[j, j] + 2 * deltas * r * (x_row[j] - self.mean[j]) + deltas**2 * r * (1 - r)
-        v = np.maximum(v, 1e-300)
-        return (
-            (sAA + 2 * deltas * sAB + deltas**2 * sBB) / v
-            - 2 * (scA + deltas * scB) / np.sqrt(v)
-            + scc
-        )
