@@ -195,6 +195,10 @@ class _State:
         self.mean = (wc[:, None] * Xc).sum(axis=0) / self.W
         Z = Xc - self.mean
         self.cov = (wc[:, None] * Z).T @ Z / self.W
+        self._correlation()
+
+    def _correlation(self) -> None:
+        """``sig`` and the correlation ``Ccur`` from ``cov`` (invalid features zeroed)."""
         var = np.diag(self.cov)
         self.sig = np.sqrt(np.clip(var, 0, None))
         s = np.where(self.valid, self.sig, 1.0)

@@ -128,31 +128,30 @@ class ShardActor:
         self.best = None
 
     def info(self) -> dict[str, Any]:
-        """Sizes, fingerprint and the reductions the feature setup needs."""
-        Xc = self.X0[self.cm]
+        """Sizes, fingerprint, device."""
         return {
             "n": self.n,
             "d": self.d,
             "fingerprint": self.fp,
-            "n_constraint": int(self.cm.sum()),
-            "min": self.X0.min(axis=0),
-            "max": self.X0.max(axis=0),
-            "cmin": Xc.min(axis=0) if len(Xc) else np.full(self.d, np.inf),
-            "cmax": Xc.max(axis=0) if len(Xc) else np.full(self.d, -np.inf),
             "device": self.device,
             "pid": os.getpid(),
         }
 
-    def setup(self, setup: tuple, edges: np.ndarray) -> tuple:
-        """Movable mask, clean predictions and target; returns the first-pass sums."""
+    def clean(self) -> dict[str, Any]:
+        """The validated clean data (gathered once by the coordinator for the setup)."""
+        return {"X0": self.X0, "y": self.y, "w": self.w, "am": self.am, "cm": self.cm}
+
+    def setup(self, setup: G.Setup) -> None:
+        """Movable mask, per-entry bounds, clean predictions and target."""
         cfg = self.cfg
-        frozen = setup[0]
         self.setup_t = setup
-        self.edges = edges
-        movable = self.am[:, None] & ~frozen[None, :]
+        self.layout = setup.layout()
+        movable = self.am[:, None] & ~setup.frozen[None, :]
         if cfg.default_value is not None:
             movable &= self.X0 != cfg.default_value
         self.movable = np.ascontiguousarray(movable)
+        self.lo, self.hi, env = G.shard_bounds(cfg, setup, self.X0)
+        self.per_entry = env is not None
         self.pred_clean = self.adapter.predict(self.X0)
         if cfg.target == "label":
             if self.y is None:
@@ -162,14 +161,13 @@ class ShardActor:
             self.target = self.pred_clean
         self.pred_adv = self.pred_clean.copy()
         self.best = self.X.copy()
-        return G.partial_sums(self.X0, self.w, self.cm, edges)
 
     def cov(self, mean: np.ndarray) -> np.ndarray:
         return G.partial_cov(self.X, self.w, self.cm, mean)
 
     def sums(self) -> tuple:
         """First-pass sums of the current rows (for the end-of-iteration resync)."""
-        return G.partial_sums(self.X, self.w, self.cm, self.edges)
+        return G.partial_sums(self.X, self.w, self.cm, self.layout)
 
     # ------------------------------------------------------------------ iterations
     def begin_iteration(self) -> dict[str, Any]:
@@ -215,7 +213,9 @@ class ShardActor:
         if consts is not None:
             self.consts = consts
         stats = G.ReducedState.for_worker(self.consts, snap)
-        cand, budget, allow = G.kernel_tuples(self.cfg, self.setup_t, it, self.consts["norm0"])
+        cand, budget, allow = G.kernel_tuples(
+            self.cfg, self.setup_t, it, self.consts["norm0"], self.lo, self.hi
+        )
         ev = self.events[pos]
         sign = self.sign[pos]
         deltas, status = G.score(
@@ -223,7 +223,11 @@ class ShardActor:
         )
         idx = np.nonzero((status != 0).any(axis=1))[0]
         rows = ev[idx]
+        out = {}
+        if self.per_entry:  # the envelope bounds of the proposing rows, for the commit
+            out = {"lo": self.lo[rows], "hi": self.hi[rows]}
         return {
+            **out,
             "idx": idx,
             "rows": rows,
             "x": self.X[rows],
@@ -243,10 +247,10 @@ class ShardActor:
         changed = self.X[ev] != self.start_X
         if len(ev):
             self.pred_adv[ev] = self.adapter.predict(self.X[ev])
-        fooled = self.am & (self.pred_adv != self.target)
         return {
             "fooling": G.fooling(self.pred_clean, self.pred_adv, self.am, self.w),
-            "n_fooled": int(fooled.sum()),
+            # as ConservAttack.run's history: attacked events whose prediction flipped
+            "n_fooled": int((self.am & (self.pred_adv != self.pred_clean)).sum()),
             "entries": int(changed.sum()),
             "moved": int(changed.any(axis=1).sum()),
             "sums": self.sums(),
