@@ -52,7 +52,13 @@ import numpy as np
 from advsyst.attacks import _kernels as K
 from advsyst.attacks._jit import call
 from advsyst.attacks.config import ConservAttackConfig
-from advsyst.attacks.conservattack import ConservAttack, _bool_mask, _integer_labels, _State
+from advsyst.attacks.conservattack import (
+    ConservAttack,
+    _bool_mask,
+    _integer_labels,
+    _movable_mask,
+    _State,
+)
 from advsyst.attacks.model import ModelAdapter, as_adapter
 from advsyst.errors import ConfigError, InputError
 from advsyst.stats import FeatureBinning, check_finite
@@ -65,6 +71,7 @@ __all__ = [
     "validate_shard",
     "global_setup",
     "shard_bounds",
+    "movable_mask",
     "kernel_tuples",
     "score",
     "commit",
@@ -187,6 +194,11 @@ def shard_bounds(cfg: ConservAttackConfig, setup: Setup, X0: np.ndarray):
     """``ConservAttack._envelope`` for a shard's rows: (lo, hi, env) with lo/hi (1, d) per
     feature, or (n, d) per entry when ``config.envelope`` is set (env: widths or None)."""
     return ConservAttack(cfg)._envelope(X0, setup.names, setup.lo, setup.hi)
+
+
+def movable_mask(X0, am, frozen, user, default_value) -> np.ndarray:
+    """``ConservAttack.run``'s (n, d) movable mask for a shard's rows."""
+    return _movable_mask(X0, am, frozen, user, default_value)
 
 
 def kernel_tuples(cfg: ConservAttackConfig, setup: Setup, it: int, norm0: float, lo, hi):

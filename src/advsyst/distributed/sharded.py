@@ -585,7 +585,7 @@ def _gather(rows: list[np.ndarray], n: int, parts: list[Any]) -> np.ndarray | No
     return out
 
 
-def _sources(X_or_shards, y, weights, attack_mask, constraint_mask, n_shards):
+def _sources(X_or_shards, y, weights, attack_mask, constraint_mask, n_shards, movable=None):
     """ShardSources (and the row each shard's local row k lands on in the result)."""
     if isinstance(X_or_shards, np.ndarray | torch.Tensor) or (
         isinstance(X_or_shards, list | tuple)
@@ -602,6 +602,7 @@ def _sources(X_or_shards, y, weights, attack_mask, constraint_mask, n_shards):
             "w": weights,
             "attack_mask": attack_mask,
             "constraint_mask": constraint_mask,
+            "movable": movable,
         }
         label = {"y": "labels y", "w": "weights"}
         for k, v in extra.items():
@@ -609,16 +610,18 @@ def _sources(X_or_shards, y, weights, attack_mask, constraint_mask, n_shards):
                 raise InputError(
                     f"{label.get(k, k)} has {len(np.atleast_1d(v))} entries but X has {n} rows"
                 )
+        if movable is not None and np.shape(movable) != X.shape:
+            raise InputError(f"movable must have shape {X.shape}, got {np.shape(movable)}")
         srcs = [
             ShardSource(arrays={"X": X[s::S], **{k: (None if v is None else np.asarray(v)[s::S])
                                                  for k, v in extra.items()}})
             for s in range(S)
         ]  # fmt: skip
         return srcs, "roundrobin"
-    if any(v is not None for v in (y, weights, attack_mask, constraint_mask)):
+    if any(v is not None for v in (y, weights, attack_mask, constraint_mask, movable)):
         raise InputError(
             "with shard sources, y/weights/masks come from the sources (keys y, w, "
-            "attack_mask, constraint_mask of each .npz), not from arguments"
+            "attack_mask, constraint_mask, movable of each .npz), not from arguments"
         )
     srcs = [
         s if isinstance(s, ShardSource) else ShardSource(path=os.fspath(s)) for s in X_or_shards
@@ -637,6 +640,7 @@ def sharded_attack(
     *,
     attack_mask: np.ndarray | None = None,
     constraint_mask: np.ndarray | None = None,
+    movable: np.ndarray | None = None,
     feature_names: list[str] | None = None,
     config: ConservAttackConfig | dict | None = None,
     n_shards: int | None = None,
@@ -657,10 +661,11 @@ def sharded_attack(
         Either the features (n, d), split round-robin into ``n_shards`` shards (default: one
         per worker) so that the global event order is the row order; or shard sources
         (:class:`ShardSource`, or paths of ``.npz`` files with ``X`` and optionally ``y``,
-        ``w``, ``attack_mask``, ``constraint_mask`` on storage every worker reads), loaded on
+        ``w``, ``attack_mask``, ``constraint_mask``, ``movable`` on storage every worker
+        reads), loaded on
         the workers; the result's rows are then the shards concatenated, and events are
         ordered by ``local row · n_shards + shard``.
-    model, y, weights, attack_mask, constraint_mask, feature_names, config, overrides
+    model, y, weights, attack_mask, constraint_mask, movable, feature_names, config, overrides
         As :meth:`advsyst.attacks.ConservAttack.run`.  ``config.block_size`` is the global
         block: one round scores ``block_size`` events, spread over the shards.
     checkpoint_dir
@@ -699,7 +704,9 @@ def sharded_attack(
         n_shards = max(1, len(gpu_workers(client) or info["workers"]))
     if not isinstance(n_shards, int) or n_shards < 1:
         raise InputError(f"n_shards must be a positive integer, got {n_shards!r}")
-    sources, layout = _sources(X_or_shards, y, weights, attack_mask, constraint_mask, n_shards)
+    sources, layout = _sources(
+        X_or_shards, y, weights, attack_mask, constraint_mask, n_shards, movable
+    )
     co = _Coordinator(client, sources, model, cfg, checkpoint_dir, resume, max_rebuilds, callback)
     co.history, co.best_fr, co.best_it, co.it = [], 0.0, 0, 1
     infos = co.start_shards()

@@ -48,7 +48,8 @@ class ShardSource:
     """Where one shard's clean data comes from.
 
     Either ``path``: an ``.npz`` on storage every worker can read with ``X`` and optionally
-    ``y``, ``w``, ``attack_mask``, ``constraint_mask``, of which rows ``start:stop`` are
+    ``y``, ``w``, ``attack_mask``, ``constraint_mask``, ``movable`` (an (n, d) boolean mask
+    as the ``movable`` argument of :meth:`~advsyst.attacks.ConservAttack.run`), of which rows ``start:stop`` are
     taken; or ``arrays``: a dict of the same keys held by the client (re-sent to the new
     worker when the shard is rebuilt).
     """
@@ -68,8 +69,9 @@ class ShardSource:
         return "arrays held by the client"
 
     def load(self) -> dict[str, Any]:
-        """The clean data: {"X", "y", "w", "attack_mask", "constraint_mask"} (None if absent)."""
-        keys = ("X", "y", "w", "attack_mask", "constraint_mask")
+        """The clean data: {"X", "y", "w", "attack_mask", "constraint_mask", "movable"} (None
+        if absent)."""
+        keys = ("X", "y", "w", "attack_mask", "constraint_mask", "movable")
         if self.arrays is not None:
             return {k: self.arrays.get(k) for k in keys}
         if not os.path.exists(self.path):
@@ -118,7 +120,9 @@ class ShardActor:
         X, y, w, am, cm = G.validate_shard(
             raw["X"], raw["y"], raw["w"], raw["attack_mask"], raw["constraint_mask"], name
         )
-        self.fp = fingerprint(X, y, w, am, cm)
+        self.user_movable = raw.get("movable")
+        extra = () if self.user_movable is None else (np.asarray(self.user_movable),)
+        self.fp = fingerprint(X, y, w, am, cm, *extra)
         self.X0, self.y, self.w, self.am, self.cm = X, y, w, am, cm
         self.X = X.copy()
         self.n, self.d = X.shape
@@ -146,10 +150,9 @@ class ShardActor:
         cfg = self.cfg
         self.setup_t = setup
         self.layout = setup.layout()
-        movable = self.am[:, None] & ~setup.frozen[None, :]
-        if cfg.default_value is not None:
-            movable &= self.X0 != cfg.default_value
-        self.movable = np.ascontiguousarray(movable)
+        self.movable = G.movable_mask(
+            self.X0, self.am, setup.frozen, self.user_movable, cfg.default_value
+        )
         self.lo, self.hi, env = G.shard_bounds(cfg, setup, self.X0)
         self.per_entry = env is not None
         self.pred_clean = self.adapter.predict(self.X0)
