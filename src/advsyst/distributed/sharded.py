@@ -117,7 +117,8 @@ class _Coordinator:
         # seconds per phase (score: the slowest shard's scoring; transfer: the rest of the
         # round trip; apply: merge + commit + log; commit: apply_block alone), bytes, moves
         self.timing = dict.fromkeys(("score", "transfer", "apply", "commit"), 0.0)
-        self.timing.update(rounds=0, moves=0, proposals=0, bytes_to_workers=0, bytes_from_workers=0)
+        self.timing.update(rounds=0, moves=0, proposals=0, bytes_to_workers=0, bytes_from_workers=0,
+                           snapshot_bytes=0)  # fmt: skip
 
     # ------------------------------------------------------------------ actors
     def _device(self) -> str:
@@ -444,6 +445,7 @@ class _Coordinator:
             props = self.call("step", args)
             t1 = time.perf_counter()
             self.timing["bytes_to_workers"] += _nbytes(args)
+            self.timing["snapshot_bytes"] = _nbytes(snap)  # one worker's state snapshot
             self.timing["bytes_from_workers"] += _nbytes(props)
             t_score = max(p.pop("seconds", 0.0) for p in props)
             self.timing["score"] += t_score
