@@ -79,6 +79,7 @@ def run_sharded(X, model, cfg, workers: int, processes: bool) -> dict[str, Any]:
         "rounds": t["rounds"],
         "bytes_to_workers_per_round": t["bytes_to_workers"] / rounds,
         "bytes_from_workers_per_round": t["bytes_from_workers"] / rounds,
+        "snapshot_bytes": t["snapshot_bytes"],
         "score_s_per_round": t["score"] / rounds,
         "transfer_s_per_round": t["transfer"] / rounds,
         "apply_s_per_round": t["apply"] / rounds,
@@ -120,10 +121,11 @@ def projection(r1: dict[str, Any], args: argparse.Namespace, B: int) -> list[str
         "| N GPU workers | score ms | transfer ms | apply ms | round ms | event-it/s |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
-    # to the workers: one state snapshot each (H, Ssum, mean, cov, sig, Ccur, F2) plus the
-    # accepted moves (split over the workers); back: the proposals (do not grow with N)
-    d, slots = args.d, args.bins + 2
-    snap = 8 * (d * slots + 3 * d * d + 3 * d + 1)
+    # to the workers: one state snapshot each (measured: the histograms of every tracked
+    # binning, hs, Ssum, mean, cov, sig, Ccur, F2) plus the accepted moves (split over the
+    # workers); back: the proposals (do not grow with N)
+    d = args.d
+    snap = r1["snapshot_bytes"]
     moves_b = max(r1["bytes_to_workers_per_round"] - snap, 0.0)
     back = r1["bytes_from_workers_per_round"]
     n_star = None
@@ -195,7 +197,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     kind = "processes" if args.processes else "threads (in-process workers)"
     print(f"# sharded CONSERVAttack, n={args.n}, d={args.d}, {args.iterations} iterations, "
-          f"{args.bins} bins, block {args.block_size}, every event active")  # fmt: skip
+          f"{args.bins} bins, block {args.block_size}, every event active, binning-robust "
+          "budget at its default (robust_binnings: auto)")  # fmt: skip
     print(f"machine: {os.cpu_count()} cores; workers are {kind}; tagger: {desc}")
     print()
     print("| run | event-it/s | attack s | X_adv identical to single |")
@@ -212,6 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for key, label, scale in (
         ("bytes_to_workers_per_round", "bytes to workers", 1),
         ("bytes_from_workers_per_round", "bytes from workers", 1),
+        ("snapshot_bytes", "  state snapshot bytes per worker", 1),
         ("score_s_per_round", "score ms (slowest shard)", 1e3),
         ("transfer_s_per_round", "transfer ms (round trip - score)", 1e3),
         ("apply_s_per_round", "apply ms (merge + commit + log)", 1e3),

@@ -19,6 +19,7 @@ from advsyst.distributed import (  # noqa: E402
     sharded_attack,
 )
 from advsyst.distributed import gpu_workers as distributed_gpu_workers  # noqa: E402
+from advsyst.distributed._engine_glue import UnsupportedBySharding  # noqa: E402
 
 CFG = {
     "min_change": 0.01,
@@ -112,6 +113,41 @@ def test_equals_single_process_fast_path(toy, client, extra):
     assert res.metrics["fooling_ratio"] == loc.metrics["fooling_ratio"]
     if "y" in kw:
         assert res.metrics["auroc_adv"] == pytest.approx(loc.metrics["auroc_adv"])
+
+
+def test_new_engine_options_equal_single_process(toy, client):
+    """Signed weights (negative slots clamp), a detected discrete feature moved only between
+    its observed values, per-entry envelopes, a movable mask and the binning-robust rows
+    (the default): bit for bit the single-process fast path, the same robust-row metrics."""
+    X, model = toy
+    rng = np.random.default_rng(11)
+    X = X.copy()
+    X[:, 2] = rng.integers(0, 5, size=len(X)).astype(float)  # 5 values: discrete support
+    w = rng.choice([-1.0, 1.0, 2.0], p=[0.2, 0.5, 0.3], size=len(X))
+    names = ["a", "b", "c", "d"]
+    mov = rng.random(X.shape) < 0.8
+    cfg = {**CFG, "max_jsd": 0.05, "max_dfn": 0.05, "num_bins": 10,
+           "envelope": {"a": {"relative": 0.2}, "*": {"absolute": 0.15}}}  # fmt: skip
+    kw = {"weights": w, "feature_names": names, "movable": mov}
+    res = sharded_attack(client, X, model, config=cfg, **kw)
+    loc = ConservAttack(cfg).run(X, model, **kw)
+    assert res.provenance["sharded"]["n_shards"] == 2
+    assert res.history[0]["entries_moved"] > 0
+    np.testing.assert_array_equal(res.X_adv, loc.X_adv)
+    _same_history(res.history, loc.history)
+    assert res.metrics["discrete_features"] == loc.metrics["discrete_features"] == [2]
+    assert set(np.unique(res.X_adv[:, 2])) <= set(np.unique(X[:, 2]))
+    env = np.where(np.arange(4) == 0, 0.2 * np.abs(X), 0.15)
+    assert (np.abs(res.X_adv - X) <= env + 1e-12).all()
+    assert res.X_adv[:, 0].tolist() != X[:, 0].tolist()  # the per-entry bound is exercised
+    assert not (res.X_adv != X)[~mov].any() and (res.X_adv != X)[mov].any()
+    rb, lb = res.metrics["robust"], loc.metrics["robust"]
+    assert len(rb["binnings"]) > 1 and rb["binnings"] == lb["binnings"]
+    np.testing.assert_array_equal(rb["limits"], lb["limits"])
+    np.testing.assert_allclose(rb["jsd"], lb["jsd"], rtol=1e-12, atol=1e-15)
+    assert rb["max_limit_ratio"] <= 1.0 + 1e-9
+    assert res.metrics["envelope"] == loc.metrics["envelope"]
+    assert res.metrics["negative_slots"] == loc.metrics["negative_slots"]
 
 
 def test_cumulative_budget_holds_on_the_union(client):
@@ -212,6 +248,12 @@ def test_bad_input_and_unsupported_config(toy, client):
         sharded_attack(client, X, model, weights=np.ones(3), config=CFG)
     with pytest.raises(InputError, match="constraint set has 0 events"):
         sharded_attack(client, X, model, constraint_mask=np.zeros(len(X), bool), config=CFG)
+    with pytest.raises(InputError, match="total event weight of the constraint set"):
+        sharded_attack(client, X, model, weights=-np.ones(len(X)), config=CFG)
+    with pytest.raises(InputError, match=r"movable must have shape \(500, 4\)"):
+        sharded_attack(client, X, model, movable=np.ones((len(X), 2), bool), config=CFG)
+    with pytest.raises(UnsupportedBySharding, match="use_disco"):
+        sharded_attack(client, X, model, config={**CFG, "use_disco": True})
 
 
 def test_lost_worker_in_process_is_rebuilt(toy):

@@ -64,6 +64,11 @@ def test_cli_on_existing_scheduler_matches_advsyst_attack(files, tmp_path):
         assert rep["sharded"]["n_shards"] == 2
         assert rep["jsd_max"] <= 0.03 + 1e-12 and rep["dfn"] <= 0.03 + 1e-12
         assert (tmp_path / out / "attack_result.npz").exists()
+        # the same validation scan over unseen binnings and signed-slot counts as advsyst attack
+        single = json.loads((tmp_path / "single" / "report.json").read_text())
+        assert rep["binning_scan"] is not None
+        assert rep["binning_scan"] == single["binning_scan"]
+        assert rep["negative_slots"] == single["negative_slots"]
     assert json.loads((tmp_path / "sh2" / "report.json").read_text())["sharded"]["resumed"]
 
 

@@ -129,6 +129,27 @@ def _integer_labels(y: Any, n: int) -> np.ndarray:
     raise InputError(f"labels y must be integer class indices, got dtype {y.dtype}")
 
 
+def _movable_mask(
+    X0: np.ndarray, am: np.ndarray, frozen: np.ndarray, user: Any, default_value: Any
+) -> np.ndarray:
+    """(n, d) entries that may move: attacked events, features not frozen, the user's
+    ``movable`` mask (checked), and entries not equal to ``default_value``."""
+    n, d = X0.shape
+    movable = am[:, None] & ~frozen[None, :]
+    if user is not None:
+        um = np.asarray(user)
+        if um.shape != (n, d):
+            raise InputError(f"movable must have shape ({n}, {d}), got {um.shape}")
+        if um.dtype != bool:
+            if not np.isin(um, (0, 1)).all():
+                raise InputError("movable must be a boolean (n, d) mask")
+            um = um.astype(bool)
+        movable &= um
+    if default_value is not None:
+        movable &= X0 != default_value
+    return np.ascontiguousarray(movable)
+
+
 class _State:
     """All statistics the kernels read and update, for the constraint set.
 
@@ -195,6 +216,10 @@ class _State:
         self.mean = (wc[:, None] * Xc).sum(axis=0) / self.W
         Z = Xc - self.mean
         self.cov = (wc[:, None] * Z).T @ Z / self.W
+        self._correlation()
+
+    def _correlation(self) -> None:
+        """``sig`` and the correlation ``Ccur`` from ``cov`` (invalid features zeroed)."""
         var = np.diag(self.cov)
         self.sig = np.sqrt(np.clip(var, 0, None))
         s = np.where(self.valid, self.sig, 1.0)
@@ -445,20 +470,7 @@ class ConservAttack:
         else:
             target = pred_clean
         frozen, kind, sup, discrete, valid, lo, hi, mc, st = self._feature_setup(X0, w, cm, names)
-        user_movable = movable
-        movable = am[:, None] & ~frozen[None, :]
-        if user_movable is not None:
-            um = np.asarray(user_movable)
-            if um.shape != (n, d):
-                raise InputError(f"movable must have shape ({n}, {d}), got {um.shape}")
-            if um.dtype != bool:
-                if not np.isin(um, (0, 1)).all():
-                    raise InputError("movable must be a boolean (n, d) mask")
-                um = um.astype(bool)
-            movable &= um
-        if cfg.default_value is not None:
-            movable &= X0 != cfg.default_value
-        movable = np.ascontiguousarray(movable)
+        movable = _movable_mask(X0, am, frozen, movable, cfg.default_value)
         elo, ehi, env = self._envelope(X0, names, lo, hi)
         mode = K.MODE_CUMULATIVE if cfg.budget == "cumulative" else K.MODE_PER_CHANGE
         allow_inadmissible = (not cfg.use_no_change) and mode == K.MODE_PER_CHANGE

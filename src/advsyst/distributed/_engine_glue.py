@@ -1,12 +1,25 @@
 """The ONE place where the sharded attack touches CONSERVAttack's internals.
 
 Everything the sharded attack (:mod:`advsyst.distributed.sharded`) needs from the engine goes
-through this module: the feature setup of :meth:`ConservAttack.run`, the kernels' argument
-tuples (``cand``, ``budget``, ``stats``), the two fast-path primitives
+through this module: the input checks and feature setup of :meth:`ConservAttack.run`
+(bounds, discrete supports, the binning-robust rows and their limits, per-entry envelopes),
+the kernels' argument tuples (``cand``, ``budget``, ``stats``), the two fast-path primitives
 :func:`advsyst.attacks._kernels.score_block` (parallel scoring of a block against a snapshot)
 and :func:`advsyst.attacks._kernels.apply_block` (the sequential exact commit with the budget
-re-check), and the state of the constraint set.  When the engine changes, only this file
-needs re-pointing.
+re-check), called through :func:`advsyst.attacks._jit.call`, and the state of the
+constraint set.  When the engine changes, only this file needs re-pointing.
+
+Setup on the union
+------------------
+The clean data are gathered on the coordinator once, at setup (the coordinator gathers the
+clean and adversarial rows at the end anyway, for the from-scratch recheck), and the
+engine's own functions run on them in the global event order: ``ConservAttack._prepare``
+(global checks: constraint-set size, positive totals of signed weights),
+``ConservAttack._feature_setup`` (constant and discrete features, bounds, steps),
+``ConservAttack._robust_rows`` (the extra binnings and their resolution-based limits; the
+bootstrap needs the whole constraint set) and ``_State`` itself for the clean state.  The
+per-entry envelope bounds are computed on each shard for its own rows
+(``ConservAttack._envelope`` is row-wise) and travel with the proposals to the commit.
 
 Restriction (and the engine change that lifts it)
 -------------------------------------------------
@@ -14,42 +27,56 @@ Restriction (and the engine change that lifts it)
 seed id of the per-event random draws (``randomize_step`` and ``num_candidates`` use
 ``_uniform(seed, it, i, j, ...)``).  On a shard, or on the coordinator's compact block, the
 row is not the global event index, so configurations whose draws depend on the seed id are
-refused with :class:`NotImplementedError`.  The engine change that lifts it: give
+refused with :class:`UnsupportedBySharding`.  The engine change that lifts it: give
 ``score_block`` and ``apply_block`` an ``ids`` array (default ``events``) and pass ``ids[t]``
 instead of ``i`` as the ``ev`` argument of ``score_feature`` (two call sites), then pass the
-global event ids from here.
+global event ids from here.  (Per-entry bounds are indexed by the row, which is right on
+both sides: the shard's own rows, and the block's rows shipped with the proposals.)
 
-The state of the constraint set is rebuilt here from per-shard partial sums
-(:class:`ReducedState`): histograms, Σw, Σw·x and Σw·(x−mean)(x−mean)ᵀ.  With one shard the
-arithmetic is the same as :class:`~advsyst.attacks.conservattack._State`; with several, the
-histograms are exact for integer weights and the moments differ from the single-array sums
-by floating-point reassociation only.
+After every iteration the state is resynchronised from per-shard partial sums
+(:class:`ReducedState`, a ``_State`` whose ``_histograms``/``_moments`` read the sums):
+histograms on every tracked binning, Σw·x and Σw·(x−mean)(x−mean)ᵀ.  With one shard the
+arithmetic is the same as ``_State.resync``; with several, the histograms are exact for
+integer weights and the moments differ from the single-array sums by floating-point
+reassociation only.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from advsyst.attacks import _kernels as K
+from advsyst.attacks._jit import call
 from advsyst.attacks.config import ConservAttackConfig
-from advsyst.attacks.conservattack import ConservAttack, _bool_mask, _index_list
+from advsyst.attacks.conservattack import (
+    ConservAttack,
+    _bool_mask,
+    _integer_labels,
+    _movable_mask,
+    _State,
+)
 from advsyst.attacks.model import ModelAdapter, as_adapter
 from advsyst.errors import ConfigError, InputError
-from advsyst.stats import FeatureBinning, check_finite, js_term
+from advsyst.stats import FeatureBinning, check_finite
 
 __all__ = [
     "UnsupportedBySharding",
+    "Setup",
     "check_supported",
     "make_adapter",
     "validate_shard",
-    "feature_flags",
-    "feature_setup",
+    "global_setup",
+    "shard_bounds",
+    "movable_mask",
     "kernel_tuples",
     "score",
     "commit",
     "ReducedState",
+    "Sums",
     "partial_sums",
     "partial_cov",
     "final_metrics",
@@ -96,9 +123,12 @@ def make_adapter(model: Any, d: int, cfg: ConservAttackConfig, device: str) -> M
 def validate_shard(
     X: Any, y: Any, w: Any, am: Any, cm: Any, name: str
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
-    """The checks of ``ConservAttack._prepare`` for one shard (the minimal constraint-set
-    size is a global property and is checked on the union by the coordinator)."""
+    """The per-row checks of ``ConservAttack._prepare`` for one shard (the global ones -
+    constraint-set size, positive totals of the signed weights - run on the union in
+    :func:`global_setup`)."""
     X = check_finite(X, f"features X of {name}").copy()
+    if X.ndim != 2:
+        raise InputError(f"features X of {name} must be 2-D, got shape {X.shape}")
     n = len(X)
     if w is None:
         w = np.ones(n)
@@ -106,57 +136,80 @@ def validate_shard(
         w = np.asarray(w, dtype=np.float64)
         if w.shape != (n,):
             raise InputError(f"weights of {name} must have shape ({n},), got {w.shape}")
-        if not np.isfinite(w).all() or (w < 0).any():
-            raise InputError(f"weights of {name} must be finite and non-negative")
+        if not np.isfinite(w).all():
+            raise InputError(f"weights of {name} contain NaN/inf")
     if y is not None:
-        y = np.asarray(y)
-        if y.shape != (n,):
-            raise InputError(f"labels y of {name} must have shape ({n},), got {y.shape}")
-        y = y.astype(np.int64)
+        y = _integer_labels(y, n)
     am = _bool_mask(am, n, f"attack_mask of {name}")
-    cm = _bool_mask(cm, n, f"constraint_mask of {name}") & (w > 0)
+    cm = _bool_mask(cm, n, f"constraint_mask of {name}") & (w != 0)
     return X, y, w, am, cm
 
 
-def feature_flags(cfg: ConservAttackConfig, d: int, names: list[str] | None):
-    """(immutable, integer) feature masks as ``ConservAttack._feature_setup`` reads them."""
-    return (
-        _index_list(cfg.immutable, d, "immutable", names),
-        _index_list(cfg.integer_features, d, "integer_features", names),
-    )
+@dataclass
+class Setup:
+    """What :meth:`ConservAttack.run` derives before its first iteration (the outputs of
+    ``_feature_setup`` and ``_robust_rows``), shipped to every shard."""
+
+    frozen: np.ndarray
+    kind: np.ndarray
+    sup: np.ndarray
+    discrete: np.ndarray
+    valid: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    mc: np.ndarray
+    st: np.ndarray
+    binning: FeatureBinning
+    spec: list
+    extra: list
+    limits: np.ndarray
+    names: list[str] | None
+
+    def layout(self) -> SimpleNamespace:
+        """What ``_State._histograms`` reads besides the data (for :func:`partial_sums`)."""
+        binnings = [self.binning, *self.extra]
+        kmax = max(b.num_bins for b in binnings)
+        return SimpleNamespace(
+            binnings=binnings, d=self.binning.n_features, edges=np.empty((0, kmax + 1))
+        )
 
 
-def feature_setup(
-    cfg: ConservAttackConfig,
-    names: list[str] | None,
-    d: int,
-    const: np.ndarray,
-    xmin: np.ndarray,
-    xmax: np.ndarray,
-):
-    """``ConservAttack._feature_setup`` from reduced inputs: ``const`` (constant in the
-    constraint set) and the per-feature min/max over all events.  Returns
-    ``(frozen, is_int, valid, lo, hi, mc, st)``."""
-    immutable, is_int = feature_flags(cfg, d, names)
-    if cfg.bounds is not None:
-        b = np.asarray(cfg.bounds, dtype=np.float64)
-        if b.shape != (2, d):
-            raise ConfigError(f"bounds must be [[lo x {d}], [hi x {d}]], got shape {b.shape}")
-        lo, hi = b
-    else:
-        lo, hi = xmin, xmax
-    scale = np.where(hi > lo, hi - lo, 1.0) if cfg.units == "range" else np.ones(d)
-    return immutable | const, is_int, ~const, lo, hi, cfg.min_change * scale, cfg.step * scale
+def global_setup(
+    cfg: ConservAttackConfig, X0, y, w, am, cm, names
+) -> tuple[Setup, ReducedState, np.ndarray, np.ndarray]:
+    """The engine's checks and setup on the union (global event order).  Returns the setup,
+    the clean state, and the (checked) weights and constraint mask of the union."""
+    eng = ConservAttack(cfg)
+    X0, y, w, am, cm, names = eng._prepare(X0, y, w, am, cm, names)
+    frozen, kind, sup, discrete, valid, lo, hi, mc, st = eng._feature_setup(X0, w, cm, names)
+    binning = FeatureBinning.from_data(X0[cm], cfg.num_bins)
+    spec, extra, limits = eng._robust_rows(X0[cm], w[cm], binning)
+    setup = Setup(frozen, kind, sup, discrete, valid, lo, hi, mc, st, binning, spec, extra,
+                  limits, names)  # fmt: skip
+    state = ReducedState(X0, w, cm, binning, valid, extra, limits)
+    return setup, state, w, cm
 
 
-def kernel_tuples(cfg: ConservAttackConfig, setup: tuple, it: int, norm0: float):
+def shard_bounds(cfg: ConservAttackConfig, setup: Setup, X0: np.ndarray):
+    """``ConservAttack._envelope`` for a shard's rows: (lo, hi, env) with lo/hi (1, d) per
+    feature, or (n, d) per entry when ``config.envelope`` is set (env: widths or None)."""
+    return ConservAttack(cfg)._envelope(X0, setup.names, setup.lo, setup.hi)
+
+
+def movable_mask(X0, am, frozen, user, default_value) -> np.ndarray:
+    """``ConservAttack.run``'s (n, d) movable mask for a shard's rows."""
+    return _movable_mask(X0, am, frozen, user, default_value)
+
+
+def kernel_tuples(cfg: ConservAttackConfig, setup: Setup, it: int, norm0: float, lo, hi):
     """``(cand, budget, allow_inadmissible)`` exactly as :meth:`ConservAttack.run` builds
-    them for iteration ``it``."""
-    _, is_int, _, lo, hi, mc, st = setup
+    them for iteration ``it``; ``lo``/``hi`` the bounds from :func:`shard_bounds` (rows of
+    the events the kernel indexes)."""
     mode = K.MODE_CUMULATIVE if cfg.budget == "cumulative" else K.MODE_PER_CHANGE
     allow_inadmissible = (not cfg.use_no_change) and mode == K.MODE_PER_CHANGE
     ncand = int(cfg.num_candidates or 0)
-    cand = (lo, hi, mc, st, ncand, cfg.max_candidates, is_int, cfg.seed, it, cfg.randomize_step)
+    cand = K.make_cand(lo, hi, setup.mc, setup.st, ncand, cfg.max_candidates, setup.kind,
+                       cfg.seed, it, cfg.randomize_step, setup.sup)  # fmt: skip
     budget = (
         mode,
         cfg.max_jsd_single_change,
@@ -170,22 +223,38 @@ def kernel_tuples(cfg: ConservAttackConfig, setup: tuple, it: int, norm0: float)
 
 def score(X, w, cons, events, sign, movable, cand, stats, budget, allow_inadmissible):
     """:func:`~advsyst.attacks._kernels.score_block`: (deltas, status) of ``events``."""
-    return K.score_block(X, w, cons, events, sign, movable, cand, stats, budget, allow_inadmissible)
+    return call(
+        K.score_block, X, w, cons, events, sign, movable, cand, stats, budget, allow_inadmissible
+    )
 
 
 def commit(X, w, cons, sign, deltas, status, cand, stats, budget) -> int:
     """:func:`~advsyst.attacks._kernels.apply_block` on a compact block: row ``t`` of ``X``
-    is the ``t``-th event of the block; returns the number of undone moves."""
+    (and of per-entry bounds in ``cand``) is the ``t``-th event of the block; returns the
+    number of undone moves."""
     events = np.arange(len(X), dtype=np.int64)
-    return int(K.apply_block(X, w, cons, events, sign, deltas, status, cand, stats, budget, True))
+    return int(
+        call(K.apply_block, X, w, cons, events, sign, deltas, status, cand, stats, budget, True)
+    )
 
 
 # --------------------------------------------------------------------------- state
-def partial_sums(X: np.ndarray, w: np.ndarray, cons: np.ndarray, edges: np.ndarray | None):
-    """One shard's first-pass sums over its constraint events: (histogram or None, Σw,
-    Σw·x)."""
+@dataclass
+class Sums:
+    """The reduced data a :class:`ReducedState` resyncs from: the summed stacked
+    histograms, Σw·x, and ``cov_fn(mean)`` returning the shards' partial covariances."""
+
+    H: np.ndarray
+    swx: np.ndarray
+    cov_fn: Any
+
+
+def partial_sums(X: np.ndarray, w: np.ndarray, cons: np.ndarray, layout: SimpleNamespace):
+    """One shard's first-pass sums over its constraint events: (stacked histograms of every
+    tracked binning as ``_State._histograms`` lays them out, Σw, Σw·x)."""
+    lay = SimpleNamespace(**vars(layout), cons=cons, w=w)
+    H = _State._histograms(lay, X)
     Xc, wc = X[cons], w[cons]
-    H = FeatureBinning(edges).histogram(Xc, wc) if edges is not None else None
     return H, float(wc.sum()), (wc[:, None] * Xc).sum(axis=0)
 
 
@@ -203,121 +272,80 @@ def _total(parts: list) -> Any:
     return out
 
 
-class ReducedState:
-    """The kernels' ``stats`` (see :mod:`advsyst.attacks._kernels`) built from per-shard
-    partial sums; the same fields as ``conservattack._State``."""
+class ReducedState(_State):
+    """``conservattack._State`` that can also resync from per-shard :class:`Sums` (built on
+    the union's clean data through ``_State.__init__`` itself)."""
 
-    FIELDS = ("edges", "H0", "H", "Ssum", "mean", "cov", "sig", "Ccur", "C0", "valid", "F2")
-    SCALARS = ("T", "W", "norm0")
+    FIELDS = ("edges", "lo_e", "inv_w", "H0", "H", "hs", "Ssum", "mean", "cov", "sig",
+              "Ccur", "C0", "valid", "F2")  # fmt: skip
+    SCALARS = ("W", "norm0")
+    #: the arrays the commits mutate (what a worker needs each round)
+    MUTABLE = ("H", "hs", "Ssum", "mean", "cov", "sig", "Ccur", "F2")
+    CONSTANTS = ("edges", "lo_e", "inv_w", "H0", "C0", "valid", "W", "norm0")
 
-    def __init__(self, **arrays: Any):
-        for k, v in arrays.items():
-            setattr(self, k, v)
-        self.lo_e = self.edges[:, 0].copy()
-        width = self.edges[:, -1] - self.edges[:, 0]
-        self.inv_w = (self.edges.shape[1] - 1) / width
+    def _histograms(self, src: Any) -> np.ndarray:
+        if isinstance(src, Sums):
+            return src.H
+        return super()._histograms(src)
 
-    @classmethod
-    def initial(cls, edges, valid, H_parts, W_parts, swx_parts, cov_fn) -> ReducedState:
-        """The clean state; ``cov_fn(mean)`` returns the shards' partial covariances."""
-        H0 = _total(H_parts)
-        T = float(_total(W_parts))
-        st = cls(edges=edges, valid=valid, H0=H0, T=T, W=T, norm0=1.0, F2=np.zeros(1))
-        st.H = H0.copy()
-        st._moments(_total(swx_parts) / st.W, cov_fn)
-        st.C0 = st.Ccur.copy()
-        st.norm0 = float(np.linalg.norm(st.C0)) or 1.0
-        st.resync(H0.copy(), st.mean, st.cov)
-        return st
-
-    def _moments(self, mean: np.ndarray, cov_fn) -> None:
-        self.mean = mean
-        self.cov = _total(cov_fn(mean)) / self.W
-        var = np.diag(self.cov)
-        self.sig = np.sqrt(np.clip(var, 0, None))
-        s = np.where(self.valid, self.sig, 1.0)
-        C = self.cov / s[:, None] / s[None, :]
-        C[~self.valid, :] = 0.0
-        C[:, ~self.valid] = 0.0
-        self.Ccur = np.ascontiguousarray(C)
-
-    def resync(self, H: np.ndarray, mean: np.ndarray | None = None, cov: Any = None) -> None:
-        """Replace the tracked statistics by ones recomputed from the shards (``H`` summed
-        histograms; ``cov`` a function ``mean -> partial covariances`` or a finished
-        covariance), dropping rounding drift as ``_State.resync`` does."""
-        self.H = H
-        self.Ssum = js_term(self.H0 / self.T, self.H / self.T).sum(axis=1)
-        if callable(cov):
-            self._moments(mean, cov)
-        self.F2 = np.array([float(((self.Ccur - self.C0) ** 2).sum())])
-
-    def kernel_args(self) -> tuple:
-        return (
-            self.edges,
-            self.lo_e,
-            self.inv_w,
-            self.H0,
-            self.H,
-            self.T,
-            self.Ssum,
-            self.mean,
-            self.cov,
-            self.sig,
-            self.Ccur,
-            self.C0,
-            self.valid,
-            self.F2,
-            self.W,
-        )
-
-    def jsd(self) -> np.ndarray:
-        return np.sqrt(np.clip(self.Ssum, 0, None))
-
-    def dfn(self) -> float:
-        return float(np.sqrt(self.F2[0]) / self.norm0)
+    def _moments(self, src: Any) -> None:
+        if not isinstance(src, Sums):
+            return super()._moments(src)
+        self.mean = src.swx / self.W
+        self.cov = _total(src.cov_fn(self.mean)) / self.W
+        self._correlation()
 
     # -- shipping and checkpointing -------------------------------------------------
-    MUTABLE = ("H", "Ssum", "mean", "cov", "sig", "Ccur", "F2")
-
     def snapshot(self) -> dict[str, np.ndarray]:
-        """The arrays the commits mutate (what a worker needs each round)."""
         return {k: getattr(self, k) for k in self.MUTABLE}
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        out = {k: np.asarray(getattr(self, k)) for k in self.FIELDS}
-        out.update({k: np.asarray(getattr(self, k)) for k in self.SCALARS})
-        return out
-
-    @classmethod
-    def from_arrays(cls, a: dict[str, np.ndarray]) -> ReducedState:
-        kw = {k: np.array(a[k]) for k in cls.FIELDS}
-        kw.update({k: float(a[k]) for k in cls.SCALARS})
-        return cls(**kw)
-
-    @classmethod
-    def for_worker(cls, const: dict[str, Any], snap: dict[str, np.ndarray]) -> tuple:
-        """The ``stats`` tuple on a worker from the constant part and a snapshot."""
-        st = cls.__new__(cls)
-        for k, v in {**const, **snap}.items():
-            setattr(st, k, v)
-        return st.kernel_args()
-
     def constants(self) -> dict[str, Any]:
-        return {
-            k: getattr(self, k) for k in ("edges", "lo_e", "inv_w", "H0", "T", "C0", "valid", "W")
-        }
+        return {k: getattr(self, k) for k in self.CONSTANTS}
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(getattr(self, k)) for k in (*self.FIELDS, *self.SCALARS)}
+
+    def restore(self, a: dict[str, np.ndarray]) -> None:
+        """Load a checkpoint written by :meth:`to_arrays` into this (set-up) state."""
+        for k in self.FIELDS:
+            if np.shape(a[k]) != np.shape(getattr(self, k)):
+                raise ConfigError(f"checkpointed state {k} has another shape than this run's")
+            setattr(self, k, np.array(a[k]))
+        for k in self.SCALARS:
+            setattr(self, k, float(a[k]))
+
+    @staticmethod
+    def for_worker(const: dict[str, Any], snap: dict[str, np.ndarray]) -> tuple:
+        """The ``stats`` tuple on a worker from the constant part and a snapshot."""
+        return _State.kernel_args(SimpleNamespace(**const, **snap))
 
 
 # --------------------------------------------------------------------------- results
 def final_metrics(
-    cfg: ConservAttackConfig, X0, X, y, w, am, cm, valid, edges, pred_clean, pred_adv, scores
+    cfg: ConservAttackConfig,
+    setup: Setup,
+    state: ReducedState,
+    X0,
+    X,
+    y,
+    w,
+    am,
+    cm,
+    pred_clean,
+    pred_adv,
+    scores,
 ) -> dict[str, Any]:
-    """``ConservAttack._final_metrics`` on the union (recomputed from scratch; raises
-    :class:`~advsyst.errors.BudgetViolation` if a cumulative budget is exceeded); the AUROC
-    from scores the workers computed (``scores = (clean, adversarial)`` or None)."""
-    m = ConservAttack(cfg)._final_metrics(
-        X0, X, None, w, am, cm, valid, FeatureBinning(edges), pred_clean, pred_adv, None
+    """``ConservAttack._final_metrics`` and ``_extra_metrics`` on the union (recomputed from
+    scratch; raise :class:`~advsyst.errors.BudgetViolation` if a guaranteed budget is
+    exceeded); the AUROC from scores the workers computed (``(clean, adversarial)`` or
+    None)."""
+    eng = ConservAttack(cfg)
+    m = eng._final_metrics(
+        X0, X, None, w, am, cm, setup.valid, setup.binning, pred_clean, pred_adv, None
     )
+    _, _, env = eng._envelope(X0, setup.names, setup.lo, setup.hi)
+    eng._extra_metrics(m, X0, X, w, cm, state, setup.spec, setup.limits, env)
+    m["discrete_features"] = np.nonzero(setup.discrete)[0].tolist()
     if y is not None and scores is not None and len(np.unique(y)) == 2:
         from advsyst.attacks.metrics import auroc
 

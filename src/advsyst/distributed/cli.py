@@ -66,7 +66,7 @@ def _client(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def run_sharded(args: argparse.Namespace) -> int:
     """``advsyst attack`` with the sharded attack; the same output files."""
-    from advsyst.attacks.cli import load_attack_data, load_config
+    from advsyst.attacks.cli import _validation_scan, load_attack_data, load_config
     from advsyst.attacks.config import ConservAttackConfig
     from advsyst.distributed._engine_glue import check_supported
     from advsyst.distributed.sharded import sharded_attack
@@ -113,6 +113,7 @@ def run_sharded(args: argparse.Namespace) -> int:
             cluster.close()
     out = Path(args.out)
     m = res.metrics
+    scan = _validation_scan(X, res, w, names, getattr(args, "scan_bootstrap", 200))
     report = {
         "fooling_ratio": m["fooling_ratio"],
         "jsd_mean": m["jsd_mean"],
@@ -121,6 +122,9 @@ def run_sharded(args: argparse.Namespace) -> int:
         "n_events": m["n_events"],
         "n_features": m["n_features"],
         "seconds": m["seconds"],
+        "binning_scan": scan,
+        "negative_slots": m.get("negative_slots"),
+        "envelope": m.get("envelope"),
         "metrics": m,
         "history": res.history,
         "feature_names": names,

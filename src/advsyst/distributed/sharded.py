@@ -47,7 +47,6 @@ import torch
 
 from advsyst._io import atomic_path, atomic_write_json, provenance, to_jsonable
 from advsyst.attacks.config import ConservAttackConfig
-from advsyst.attacks.conservattack import MIN_CONSTRAINT_EVENTS
 from advsyst.attacks.model import ModelAdapter
 from advsyst.attacks.result import AttackResult
 from advsyst.distributed import _engine_glue as G
@@ -118,7 +117,8 @@ class _Coordinator:
         # seconds per phase (score: the slowest shard's scoring; transfer: the rest of the
         # round trip; apply: merge + commit + log; commit: apply_block alone), bytes, moves
         self.timing = dict.fromkeys(("score", "transfer", "apply", "commit"), 0.0)
-        self.timing.update(rounds=0, moves=0, proposals=0, bytes_to_workers=0, bytes_from_workers=0)
+        self.timing.update(rounds=0, moves=0, proposals=0, bytes_to_workers=0, bytes_from_workers=0,
+                           snapshot_bytes=0)  # fmt: skip
 
     # ------------------------------------------------------------------ actors
     def _device(self) -> str:
@@ -282,7 +282,7 @@ class _Coordinator:
                 f"holds different data (fingerprint {info['fingerprint'][:12]} != "
                 f"{self.fingerprints[s][:12]} recorded at the start of the run)"
             )
-        a.setup(self.setup_t, self.state.edges).result()
+        a.setup(self.setup_t).result()
         a.rebuild(self.fingerprints[s], self.shard_log(s), self.it, self.best_it).result()
 
     # ------------------------------------------------------------------ checkpoints
@@ -387,52 +387,27 @@ class _Coordinator:
         self.n_segments = n_segments
 
     # ------------------------------------------------------------------ the run
-    def setup(self, infos: list[dict[str, Any]], names: list[str] | None) -> None:
+    def setup(self, infos: list[dict[str, Any]], names: list[str] | None, layout: str) -> None:
+        """Gather the clean data once in the global order, run the engine's checks and
+        setup on it (:func:`~advsyst.distributed._engine_glue.global_setup`), ship the
+        setup to the shards."""
         cfg = self.cfg
         d = infos[0]["d"]
         for s, inf in enumerate(infos):
             if inf["d"] != d:
                 raise InputError(f"shard {s} has {inf['d']} features, shard 0 has {d}")
-        n = sum(inf["n"] for inf in infos)
-        if n < 2 or d < 1:
-            raise InputError(f"need at least 2 events and 1 feature, got {n} x {d}")
-        ncons = sum(inf["n_constraint"] for inf in infos)
-        if ncons < MIN_CONSTRAINT_EVENTS:
-            raise InputError(
-                f"the constraint set has {ncons} events with positive weight; at least "
-                f"{MIN_CONSTRAINT_EVENTS} are needed for meaningful histograms and correlations"
-            )
-        if names is not None and len(names) != d:
-            raise InputError(f"{len(names)} feature names for {d} features")
-        self.n, self.d, self.names = n, d, names
+        self.n, self.d = sum(inf["n"] for inf in infos), d
         self.fingerprints = [inf["fingerprint"] for inf in infos]
-        cmin = np.min([inf["cmin"] for inf in infos], axis=0)
-        cmax = np.max([inf["cmax"] for inf in infos], axis=0)
-        const = ~(cmax > cmin)
-        if const.any():
-            log.warning(
-                "features %s are constant in the constraint set: frozen and left out of the "
-                "correlation budget",
-                np.nonzero(const)[0].tolist()[:20],
-            )
-        xmin = np.min([inf["min"] for inf in infos], axis=0)
-        xmax = np.max([inf["max"] for inf in infos], axis=0)
-        self.setup_t = G.feature_setup(cfg, names, d, const, xmin, xmax)
-        # FeatureBinning.from_data on the union of the constraint sets, from min and max
-        from advsyst.stats import FeatureBinning
-
-        edges = FeatureBinning.from_data(np.stack([cmin, cmax]), cfg.num_bins).edges
-        sums = self.call("setup", [(self.setup_t, edges)] * self.S)
-        valid = self.setup_t[2]
-        self.state = G.ReducedState.initial(
-            edges,
-            valid,
-            [x[0] for x in sums],
-            [x[1] for x in sums],
-            [x[2] for x in sums],
-            lambda mean: self.call("cov", [(mean,)] * self.S),
+        self.rows = _global_rows(layout, [inf["n"] for inf in infos])
+        parts = self.call("clean")
+        u = {k: _gather(self.rows, self.n, [p[k] for p in parts]) for k in parts[0]}
+        self.setup_t, self.state, _, _ = G.global_setup(
+            cfg, u["X0"], u["y"], u["w"], u["am"], u["cm"], names
         )
-        self.consts = {**self.state.constants(), "norm0": self.state.norm0}
+        self.names = self.setup_t.names
+        del u, parts
+        self.call("setup", [(self.setup_t,)] * self.S)
+        self.consts = self.state.constants()
 
     def order(self, begins: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         """(shard, position in the shard's active list) of the iteration's events in the
@@ -456,7 +431,7 @@ class _Coordinator:
         B = cfg.block_size
         n_rounds = (len(shard) + B - 1) // B
         pending: list[tuple | None] = [None] * self.S
-        cand, budget, _ = G.kernel_tuples(cfg, self.setup_t, it, self.state.norm0)
+        s0 = self.setup_t
         for r in range(r0, n_rounds):
             bs, bp = shard[r * B : (r + 1) * B], pos[r * B : (r + 1) * B]
             snap = self.state.snapshot()
@@ -470,6 +445,7 @@ class _Coordinator:
             props = self.call("step", args)
             t1 = time.perf_counter()
             self.timing["bytes_to_workers"] += _nbytes(args)
+            self.timing["snapshot_bytes"] = _nbytes(snap)  # one worker's state snapshot
             self.timing["bytes_from_workers"] += _nbytes(props)
             t_score = max(p.pop("seconds", 0.0) for p in props)
             self.timing["score"] += t_score
@@ -477,8 +453,12 @@ class _Coordinator:
             blk = np.concatenate([per[s][p["idx"]] for s, p in enumerate(props)])
             src = np.concatenate([np.full(len(p["idx"]), s) for s, p in enumerate(props)])
             o = np.argsort(blk, kind="stable")
-            cat = {k: np.concatenate([p[k] for p in props])[o] for k in
-                   ("x", "w", "cons", "sign", "deltas", "status", "rows")}  # fmt: skip
+            keys = ["x", "w", "cons", "sign", "deltas", "status", "rows"]
+            if "lo" in props[0]:  # per-entry (envelope) bounds of the block's rows
+                keys += ["lo", "hi"]
+            cat = {k: np.concatenate([p[k] for p in props])[o] for k in keys}
+            lo, hi = (cat["lo"], cat["hi"]) if "lo" in cat else (s0.lo, s0.hi)
+            cand, budget, _ = G.kernel_tuples(cfg, s0, it, self.state.norm0, lo, hi)
             src = src[o]
             before = cat["x"].copy()
             Xb = cat["x"]
@@ -538,9 +518,12 @@ class _Coordinator:
                                               undone0 if it == it0 else 0)  # fmt: skip
             ends = self.call("end_iteration", [(m,) for m in pending])
             if n_events:  # as the fast path: no events, no resync
-                H = G._total([e["sums"][0] for e in ends])
-                mean = G._total([e["sums"][2] for e in ends]) / self.state.W
-                self.state.resync(H, mean, lambda m: self.call("cov", [(m,)] * self.S))
+                sums = G.Sums(
+                    H=G._total([e["sums"][0] for e in ends]),
+                    swx=G._total([e["sums"][2] for e in ends]),
+                    cov_fn=lambda m: self.call("cov", [(m,)] * self.S),
+                )
+                self.state.resync(sums)
             att = sum(e["fooling"][0] for e in ends)
             fr = float(sum(e["fooling"][1] for e in ends) / att) if att > 0 else 0.0
             jsd = self.state.jsd()
@@ -582,7 +565,29 @@ class _Coordinator:
             bar.close()
 
 
-def _sources(X_or_shards, y, weights, attack_mask, constraint_mask, n_shards):
+def _global_rows(layout: str, sizes: list[int]) -> list[np.ndarray]:
+    """The global row of every shard's local rows: round-robin ``k * S + s``, or the
+    shards concatenated."""
+    S, rows, off = len(sizes), [], 0
+    for s, n in enumerate(sizes):
+        k = np.arange(n)
+        rows.append(k * S + s if layout == "roundrobin" else off + k)
+        off += n
+    return rows
+
+
+def _gather(rows: list[np.ndarray], n: int, parts: list[Any]) -> np.ndarray | None:
+    """The shards' arrays placed at their global rows (None if the shards hold None)."""
+    if parts[0] is None:
+        return None
+    first = np.asarray(parts[0])
+    out = np.empty((n, *first.shape[1:]), dtype=first.dtype)
+    for r, p in zip(rows, parts):
+        out[r] = p
+    return out
+
+
+def _sources(X_or_shards, y, weights, attack_mask, constraint_mask, n_shards, movable=None):
     """ShardSources (and the row each shard's local row k lands on in the result)."""
     if isinstance(X_or_shards, np.ndarray | torch.Tensor) or (
         isinstance(X_or_shards, list | tuple)
@@ -599,6 +604,7 @@ def _sources(X_or_shards, y, weights, attack_mask, constraint_mask, n_shards):
             "w": weights,
             "attack_mask": attack_mask,
             "constraint_mask": constraint_mask,
+            "movable": movable,
         }
         label = {"y": "labels y", "w": "weights"}
         for k, v in extra.items():
@@ -606,16 +612,18 @@ def _sources(X_or_shards, y, weights, attack_mask, constraint_mask, n_shards):
                 raise InputError(
                     f"{label.get(k, k)} has {len(np.atleast_1d(v))} entries but X has {n} rows"
                 )
+        if movable is not None and np.shape(movable) != X.shape:
+            raise InputError(f"movable must have shape {X.shape}, got {np.shape(movable)}")
         srcs = [
             ShardSource(arrays={"X": X[s::S], **{k: (None if v is None else np.asarray(v)[s::S])
                                                  for k, v in extra.items()}})
             for s in range(S)
         ]  # fmt: skip
         return srcs, "roundrobin"
-    if any(v is not None for v in (y, weights, attack_mask, constraint_mask)):
+    if any(v is not None for v in (y, weights, attack_mask, constraint_mask, movable)):
         raise InputError(
             "with shard sources, y/weights/masks come from the sources (keys y, w, "
-            "attack_mask, constraint_mask of each .npz), not from arguments"
+            "attack_mask, constraint_mask, movable of each .npz), not from arguments"
         )
     srcs = [
         s if isinstance(s, ShardSource) else ShardSource(path=os.fspath(s)) for s in X_or_shards
@@ -634,6 +642,7 @@ def sharded_attack(
     *,
     attack_mask: np.ndarray | None = None,
     constraint_mask: np.ndarray | None = None,
+    movable: np.ndarray | None = None,
     feature_names: list[str] | None = None,
     config: ConservAttackConfig | dict | None = None,
     n_shards: int | None = None,
@@ -654,10 +663,11 @@ def sharded_attack(
         Either the features (n, d), split round-robin into ``n_shards`` shards (default: one
         per worker) so that the global event order is the row order; or shard sources
         (:class:`ShardSource`, or paths of ``.npz`` files with ``X`` and optionally ``y``,
-        ``w``, ``attack_mask``, ``constraint_mask`` on storage every worker reads), loaded on
+        ``w``, ``attack_mask``, ``constraint_mask``, ``movable`` on storage every worker
+        reads), loaded on
         the workers; the result's rows are then the shards concatenated, and events are
         ordered by ``local row · n_shards + shard``.
-    model, y, weights, attack_mask, constraint_mask, feature_names, config, overrides
+    model, y, weights, attack_mask, constraint_mask, movable, feature_names, config, overrides
         As :meth:`advsyst.attacks.ConservAttack.run`.  ``config.block_size`` is the global
         block: one round scores ``block_size`` events, spread over the shards.
     checkpoint_dir
@@ -696,18 +706,20 @@ def sharded_attack(
         n_shards = max(1, len(gpu_workers(client) or info["workers"]))
     if not isinstance(n_shards, int) or n_shards < 1:
         raise InputError(f"n_shards must be a positive integer, got {n_shards!r}")
-    sources, layout = _sources(X_or_shards, y, weights, attack_mask, constraint_mask, n_shards)
+    sources, layout = _sources(
+        X_or_shards, y, weights, attack_mask, constraint_mask, n_shards, movable
+    )
     co = _Coordinator(client, sources, model, cfg, checkpoint_dir, resume, max_rebuilds, callback)
     co.history, co.best_fr, co.best_it, co.it = [], 0.0, 0, 1
     infos = co.start_shards()
-    co.setup(infos, list(feature_names) if feature_names is not None else None)
+    co.setup(infos, list(feature_names) if feature_names is not None else None, layout)
     co.best_fr = 0.0  # the clean data fools nothing
     start = None
     saved = co.check_checkpoint()
     if saved is not None:
         meta = json.loads(str(saved["meta"]))
-        co.state = G.ReducedState.from_arrays(saved)
-        co.consts = {**co.state.constants(), "norm0": co.state.norm0}
+        co.state.restore(saved)
+        co.consts = co.state.constants()
         co.history, co.best_it, co.best_fr = meta["history"], meta["best_it"], meta["best_fr"]
         co.it = meta["it"]
         co.load_log(meta["n_segments"])
@@ -721,21 +733,9 @@ def sharded_attack(
     # ---- gather and recheck from scratch on the union
     finals = co.call("final", [(cfg.track_best,)] * co.S)
     n = co.n
-    rows = []
-    off = 0
-    for s, f in enumerate(finals):
-        k = np.arange(len(f["X"]))
-        rows.append(k * co.S + s if layout == "roundrobin" else off + k)
-        off += len(f["X"])
 
-    def gather(key, dtype=None):
-        first = finals[0][key]
-        if first is None:
-            return None
-        out = np.empty((n, *np.shape(first)[1:]), dtype=dtype or np.asarray(first).dtype)
-        for r, f in zip(rows, finals):
-            out[r] = f[key]
-        return out
+    def gather(key):
+        return _gather(co.rows, n, [f[key] for f in finals])
 
     X0, X_final = gather("X0"), gather("X")
     yy, w, am, cm = gather("y"), gather("w"), gather("am"), gather("cm")
@@ -744,13 +744,9 @@ def sharded_attack(
     if finals[0]["scores"] is not None:
         scores = []
         for k in range(2):
-            sc = np.empty(n)
-            for r, f in zip(rows, finals):
-                sc[r] = f["scores"][k]
-            scores.append(sc)
+            scores.append(_gather(co.rows, n, [f["scores"][k] for f in finals]))
     metrics = G.final_metrics(
-        cfg, X0, X_final, yy, w, am, cm, co.setup_t[2], co.state.edges, pred_clean, pred_adv,
-        scores,
+        cfg, co.setup_t, co.state, X0, X_final, yy, w, am, cm, pred_clean, pred_adv, scores,
     )  # fmt: skip
     metrics["seconds"] = time.perf_counter() - t_start
     metrics["n_iterations_run"] = len(co.history)

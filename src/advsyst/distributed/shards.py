@@ -48,7 +48,8 @@ class ShardSource:
     """Where one shard's clean data comes from.
 
     Either ``path``: an ``.npz`` on storage every worker can read with ``X`` and optionally
-    ``y``, ``w``, ``attack_mask``, ``constraint_mask``, of which rows ``start:stop`` are
+    ``y``, ``w``, ``attack_mask``, ``constraint_mask``, ``movable`` (an (n, d) boolean mask
+    as the ``movable`` argument of :meth:`~advsyst.attacks.ConservAttack.run`), of which rows ``start:stop`` are
     taken; or ``arrays``: a dict of the same keys held by the client (re-sent to the new
     worker when the shard is rebuilt).
     """
@@ -68,8 +69,9 @@ class ShardSource:
         return "arrays held by the client"
 
     def load(self) -> dict[str, Any]:
-        """The clean data: {"X", "y", "w", "attack_mask", "constraint_mask"} (None if absent)."""
-        keys = ("X", "y", "w", "attack_mask", "constraint_mask")
+        """The clean data: {"X", "y", "w", "attack_mask", "constraint_mask", "movable"} (None
+        if absent)."""
+        keys = ("X", "y", "w", "attack_mask", "constraint_mask", "movable")
         if self.arrays is not None:
             return {k: self.arrays.get(k) for k in keys}
         if not os.path.exists(self.path):
@@ -118,7 +120,9 @@ class ShardActor:
         X, y, w, am, cm = G.validate_shard(
             raw["X"], raw["y"], raw["w"], raw["attack_mask"], raw["constraint_mask"], name
         )
-        self.fp = fingerprint(X, y, w, am, cm)
+        self.user_movable = raw.get("movable")
+        extra = () if self.user_movable is None else (np.asarray(self.user_movable),)
+        self.fp = fingerprint(X, y, w, am, cm, *extra)
         self.X0, self.y, self.w, self.am, self.cm = X, y, w, am, cm
         self.X = X.copy()
         self.n, self.d = X.shape
@@ -128,31 +132,29 @@ class ShardActor:
         self.best = None
 
     def info(self) -> dict[str, Any]:
-        """Sizes, fingerprint and the reductions the feature setup needs."""
-        Xc = self.X0[self.cm]
+        """Sizes, fingerprint, device."""
         return {
             "n": self.n,
             "d": self.d,
             "fingerprint": self.fp,
-            "n_constraint": int(self.cm.sum()),
-            "min": self.X0.min(axis=0),
-            "max": self.X0.max(axis=0),
-            "cmin": Xc.min(axis=0) if len(Xc) else np.full(self.d, np.inf),
-            "cmax": Xc.max(axis=0) if len(Xc) else np.full(self.d, -np.inf),
             "device": self.device,
             "pid": os.getpid(),
         }
 
-    def setup(self, setup: tuple, edges: np.ndarray) -> tuple:
-        """Movable mask, clean predictions and target; returns the first-pass sums."""
+    def clean(self) -> dict[str, Any]:
+        """The validated clean data (gathered once by the coordinator for the setup)."""
+        return {"X0": self.X0, "y": self.y, "w": self.w, "am": self.am, "cm": self.cm}
+
+    def setup(self, setup: G.Setup) -> None:
+        """Movable mask, per-entry bounds, clean predictions and target."""
         cfg = self.cfg
-        frozen = setup[0]
         self.setup_t = setup
-        self.edges = edges
-        movable = self.am[:, None] & ~frozen[None, :]
-        if cfg.default_value is not None:
-            movable &= self.X0 != cfg.default_value
-        self.movable = np.ascontiguousarray(movable)
+        self.layout = setup.layout()
+        self.movable = G.movable_mask(
+            self.X0, self.am, setup.frozen, self.user_movable, cfg.default_value
+        )
+        self.lo, self.hi, env = G.shard_bounds(cfg, setup, self.X0)
+        self.per_entry = env is not None
         self.pred_clean = self.adapter.predict(self.X0)
         if cfg.target == "label":
             if self.y is None:
@@ -162,14 +164,13 @@ class ShardActor:
             self.target = self.pred_clean
         self.pred_adv = self.pred_clean.copy()
         self.best = self.X.copy()
-        return G.partial_sums(self.X0, self.w, self.cm, edges)
 
     def cov(self, mean: np.ndarray) -> np.ndarray:
         return G.partial_cov(self.X, self.w, self.cm, mean)
 
     def sums(self) -> tuple:
         """First-pass sums of the current rows (for the end-of-iteration resync)."""
-        return G.partial_sums(self.X, self.w, self.cm, self.edges)
+        return G.partial_sums(self.X, self.w, self.cm, self.layout)
 
     # ------------------------------------------------------------------ iterations
     def begin_iteration(self) -> dict[str, Any]:
@@ -215,7 +216,9 @@ class ShardActor:
         if consts is not None:
             self.consts = consts
         stats = G.ReducedState.for_worker(self.consts, snap)
-        cand, budget, allow = G.kernel_tuples(self.cfg, self.setup_t, it, self.consts["norm0"])
+        cand, budget, allow = G.kernel_tuples(
+            self.cfg, self.setup_t, it, self.consts["norm0"], self.lo, self.hi
+        )
         ev = self.events[pos]
         sign = self.sign[pos]
         deltas, status = G.score(
@@ -223,7 +226,11 @@ class ShardActor:
         )
         idx = np.nonzero((status != 0).any(axis=1))[0]
         rows = ev[idx]
+        out = {}
+        if self.per_entry:  # the envelope bounds of the proposing rows, for the commit
+            out = {"lo": self.lo[rows], "hi": self.hi[rows]}
         return {
+            **out,
             "idx": idx,
             "rows": rows,
             "x": self.X[rows],
@@ -243,10 +250,10 @@ class ShardActor:
         changed = self.X[ev] != self.start_X
         if len(ev):
             self.pred_adv[ev] = self.adapter.predict(self.X[ev])
-        fooled = self.am & (self.pred_adv != self.target)
         return {
             "fooling": G.fooling(self.pred_clean, self.pred_adv, self.am, self.w),
-            "n_fooled": int(fooled.sum()),
+            # as ConservAttack.run's history: attacked events whose prediction flipped
+            "n_fooled": int((self.am & (self.pred_adv != self.pred_clean)).sum()),
             "entries": int(changed.sum()),
             "moved": int(changed.any(axis=1).sum()),
             "sums": self.sums(),
