@@ -48,8 +48,9 @@ def test_cli_on_existing_scheduler_matches_advsyst_attack(files, tmp_path):
         n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
     ) as cluster:
         addr = cluster.scheduler_address
-        rc = main([*_args(d, tmp_path / "sh"), "--scheduler", addr,
-                   "--checkpoint", str(tmp_path / "ck")])  # fmt: skip
+        # `advsyst attack` itself dispatches to the sharded attack
+        rc = advsyst_main(["attack", *_args(d, tmp_path / "sh"), "--scheduler", addr,
+                           "--checkpoint", str(tmp_path / "ck")])  # fmt: skip
         assert rc == 0
         # resuming a finished run redoes nothing and writes the same result
         rc = main([*_args(d, tmp_path / "sh2"), "--scheduler", addr,

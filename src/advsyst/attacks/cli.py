@@ -25,7 +25,7 @@ import yaml
 from advsyst._io import atomic_savez, atomic_write_json, provenance
 from advsyst.errors import ConfigError, InputError
 
-__all__ = ["add_arguments", "run", "load_attack_data", "load_config"]
+__all__ = ["add_arguments", "run", "load_attack_data", "load_config", "write_outputs"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=200,
         help="bootstrap resamples per binning of the validation scan (0: no scan)",
     )
+    from advsyst.distributed.cli import add_sharded_arguments
+
+    add_sharded_arguments(p)  # --workers / --scheduler / --checkpoint / --resume
 
 
 def load_config(path: str | None) -> dict[str, Any]:
@@ -103,8 +106,11 @@ def load_attack_data(
 
 def run(args: argparse.Namespace) -> int:
     from advsyst.attacks.conservattack import ConservAttack
+    from advsyst.distributed.cli import run_sharded, wants_sharded
     from advsyst.models import load_model
 
+    if wants_sharded(args):
+        return run_sharded(args)
     cfg = load_config(args.config)
     if args.device:
         cfg["device"] = args.device
@@ -125,6 +131,21 @@ def run(args: argparse.Namespace) -> int:
     )
     log.info("attacking %d events x %d features from %s", X.shape[0], X.shape[1], args.data)
     res = attack.run(X, model, y=y, weights=w, feature_names=names)
+    write_outputs(args, X, w, names, res)
+    return 0
+
+
+def write_outputs(
+    args: argparse.Namespace,
+    X: np.ndarray,
+    w: np.ndarray | None,
+    names: list[str] | None,
+    res: Any,
+    extra: dict[str, Any] | None = None,
+    note: str = "",
+) -> dict[str, Any]:
+    """``OUTDIR/adversarial.npz``, ``OUTDIR/attack_result.npz`` and, last (its presence marks
+    a complete run), ``OUTDIR/report.json``; every file atomically.  Returns the report."""
     out = Path(args.out)
     m = res.metrics
     scan = _validation_scan(X, res, w, names, getattr(args, "scan_bootstrap", 200))
@@ -147,17 +168,18 @@ def run(args: argparse.Namespace) -> int:
             "data": os.path.abspath(args.data),
             "config": os.path.abspath(args.config) if args.config else None,
         },
+        **(extra or {}),
         **provenance(res.config, res.seed),
     }
     atomic_savez(out / "adversarial.npz", X_adv=res.X_adv, fooled=res.fooled)
     res.save(out / "attack_result.npz")
-    atomic_write_json(out / "report.json", report)  # last: its presence marks a complete run
+    atomic_write_json(out / "report.json", report)
     worst = f"; unseen binnings: worst JSD/resolution {scan['worst']['ratio']:.3g}" if scan else ""
     print(
         f"fooling ratio {m['fooling_ratio']:.4f}, JSD max {m['jsd_max']:.3g}, dFN {m['dfn']:.3g}"
-        f"{worst} -> {out}/adversarial.npz, {out}/report.json"
+        f"{worst}{note} -> {out}/adversarial.npz, {out}/report.json"
     )
-    return 0
+    return report
 
 
 def _validation_scan(

@@ -3,8 +3,8 @@
 (``OUTDIR/adversarial.npz``, ``OUTDIR/attack_result.npz``, ``OUTDIR/report.json``).
 
 :func:`add_sharded_arguments` adds the options to the ``attack`` parser and
-:func:`wants_sharded` / :func:`run_sharded` dispatch; until ``advsyst.attacks.cli`` calls
-them, ``python -m advsyst.distributed.cli`` is the same command with these options.
+:func:`wants_sharded` / :func:`run_sharded` dispatch from ``advsyst attack``;
+``python -m advsyst.distributed.cli`` is the same command.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from advsyst._io import atomic_savez, atomic_write_json, provenance
 from advsyst.errors import AdvsystError, InputError
 
 __all__ = ["add_sharded_arguments", "wants_sharded", "run_sharded", "build_parser", "main"]
@@ -66,7 +65,7 @@ def _client(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def run_sharded(args: argparse.Namespace) -> int:
     """``advsyst attack`` with the sharded attack; the same output files."""
-    from advsyst.attacks.cli import _validation_scan, load_attack_data, load_config
+    from advsyst.attacks.cli import load_attack_data, load_config, write_outputs
     from advsyst.attacks.config import ConservAttackConfig
     from advsyst.distributed._engine_glue import check_supported
     from advsyst.distributed.sharded import sharded_attack
@@ -111,38 +110,14 @@ def run_sharded(args: argparse.Namespace) -> int:
         client.close()
         if cluster is not None:
             cluster.close()
-    out = Path(args.out)
-    m = res.metrics
-    scan = _validation_scan(X, res, w, names, getattr(args, "scan_bootstrap", 200))
-    report = {
-        "fooling_ratio": m["fooling_ratio"],
-        "jsd_mean": m["jsd_mean"],
-        "jsd_max": m["jsd_max"],
-        "dfn": m["dfn"],
-        "n_events": m["n_events"],
-        "n_features": m["n_features"],
-        "seconds": m["seconds"],
-        "binning_scan": scan,
-        "negative_slots": m.get("negative_slots"),
-        "envelope": m.get("envelope"),
-        "metrics": m,
-        "history": res.history,
-        "feature_names": names,
-        "inputs": {
-            "model": os.path.abspath(args.model),
-            "data": os.path.abspath(args.data),
-            "config": os.path.abspath(args.config) if args.config else None,
-        },
-        "sharded": res.provenance["sharded"],
-        **provenance(res.config, res.seed),
-    }
-    atomic_savez(out / "adversarial.npz", X_adv=res.X_adv, fooled=res.fooled)
-    res.save(out / "attack_result.npz")
-    atomic_write_json(out / "report.json", report)  # last: its presence marks a complete run
-    print(
-        f"fooling ratio {m['fooling_ratio']:.4f}, JSD max {m['jsd_max']:.3g}, dFN {m['dfn']:.3g}"
-        f" ({res.provenance['sharded']['n_shards']} shards) -> {out}/adversarial.npz, "
-        f"{out}/report.json"
+    write_outputs(
+        args,
+        X,
+        w,
+        names,
+        res,
+        extra={"sharded": res.provenance["sharded"]},
+        note=f" ({res.provenance['sharded']['n_shards']} shards)",
     )
     return 0
 
@@ -153,8 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m advsyst.distributed.cli", description="the sharded advsyst attack"
     )
-    add_arguments(p)
-    add_sharded_arguments(p)
+    add_arguments(p)  # includes add_sharded_arguments
     return p
 
 
