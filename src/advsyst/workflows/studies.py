@@ -1136,6 +1136,20 @@ def _summary(name: str, r: Mapping[str, Any], cfg: StudyConfig) -> str:
 
 
 # ====================================================================== figures
+def _per_run(ax: Any, runs: list[dict], series: list[tuple], *, means: bool) -> None:
+    """One errorbar series per (key, colour, label, x offset) over the runs, each point
+    ``run[key]["value"] ± run[key]["error"]``; ``means`` adds each series' mean as a line."""
+    x = np.arange(len(runs))
+    for key, col, lab, dx in series:
+        v = [p[key]["value"] for p in runs]
+        e = [p[key]["error"] for p in runs]
+        ax.errorbar(x + dx, v, yerr=e, fmt="o", color=col, label=lab)
+        if means:
+            ax.axhline(np.mean(v), color=col, ls="--", lw=1)
+    ax.set_xticks(x)
+    ax.set_xlabel("run")
+
+
 def plot_study(name: str, r: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """The paper's figure for study ``name`` drawn from its ``result.json`` dictionary."""
     from matplotlib.figure import Figure
@@ -1157,48 +1171,25 @@ def plot_study(name: str, r: Mapping[str, Any], path: str | os.PathLike[str]) ->
         fig = Figure(figsize=(8, 6))
         ax = fig.add_subplot(1, 1, 1)
         if name == "detector":
-            runs = r["runs"]
-            x = np.arange(len(runs))
-            for key, col, lab in (
-                ("fooling_ratio", "tab:red", "initial fooling ratio"),
-                ("corrected_fooling_ratio", "tab:gray", "corrected fooling ratio"),
-            ):
-                v = [p[key]["value"] for p in runs]
-                e = [p[key]["error"] for p in runs]
-                ax.errorbar(x, v, yerr=e, fmt="o", color=col, label=lab)
-                ax.axhline(np.mean(v), color=col, ls="--", lw=1)
-            ax.set_xticks(x)
-            ax.set_xlabel("run")
+            _per_run(ax, r["runs"], [
+                ("fooling_ratio", "tab:red", "initial fooling ratio", 0.0),
+                ("corrected_fooling_ratio", "tab:gray", "corrected fooling ratio", 0.0),
+            ], means=True)  # fmt: skip
             ax.set_ylabel("fooling ratio")
             ax.set_ylim(0, 1.05)
         elif name == "training":
-            runs = r["runs"]
-            x = np.arange(len(runs))
-            for key, col, lab, dx in (
+            _per_run(ax, r["runs"], [
                 ("base_fooling_ratio", "tab:gray", "baseline model", -0.15),
                 ("average_fooling_ratio", "tab:red", "adv. trained (average)", 0.0),
                 ("best_fooling_ratio", "tab:blue", "adv. trained (best)", 0.15),
-            ):
-                v = [p[key]["value"] for p in runs]
-                e = [p[key]["error"] for p in runs]
-                ax.errorbar(x + dx, v, yerr=e, fmt="o", color=col, label=lab)
-            ax.set_xticks(x)
-            ax.set_xlabel("run")
+            ], means=False)  # fmt: skip
             ax.set_ylabel("FR, base model's test adv.")
             ax.set_ylim(0, 1.05)
         elif name == "augmentation":
-            runs = r["runs"]
-            x = np.arange(len(runs))
-            for key, col, lab in (
-                ("base_auroc", "tab:gray", "base model"),
-                ("augmented_auroc", "tab:red", "augmented model"),
-            ):
-                v = [p[key]["value"] for p in runs]
-                e = [p[key]["error"] for p in runs]
-                ax.errorbar(x, v, yerr=e, fmt="o", color=col, label=lab)
-                ax.axhline(np.mean(v), color=col, ls="--", lw=1)
-            ax.set_xticks(x)
-            ax.set_xlabel("run")
+            _per_run(ax, r["runs"], [
+                ("base_auroc", "tab:gray", "base model", 0.0),
+                ("augmented_auroc", "tab:red", "augmented model", 0.0),
+            ], means=True)  # fmt: skip
             ax.set_ylabel("clean test AUROC")
         elif name == "greybox":
             m = np.asarray(r["matrix"])
