@@ -46,6 +46,16 @@ def parser(description: str, quick_runs: int, full_runs: int) -> argparse.Argume
     return p
 
 
+def add_detector_options(p: argparse.ArgumentParser) -> None:
+    """``--inputs`` (what the detector sees) and ``--attack-config`` (a table in
+    examples/configs), shared by the detector-type replays."""
+    from advsyst.workflows.studies import DETECTOR_INPUTS
+
+    p.add_argument("--inputs", default="features", choices=list(DETECTOR_INPUTS))
+    p.add_argument("--attack-config", default="paper_table14_ttww_detector.yaml",
+                   help="attack table in examples/configs (cumulative_demo.yaml: the demo's)")  # fmt: skip
+
+
 def sizes(args: argparse.Namespace) -> tuple[int, int]:
     events = args.events or (QUICK_EVENTS if args.quick else FULL_EVENTS)
     runs = args.runs or (args.quick_runs if args.quick else args.full_runs)

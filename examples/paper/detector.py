@@ -19,14 +19,8 @@ from advsyst.workflows.studies import run_study
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0], quick_runs=3, full_runs=10)
-    p.add_argument(
-        "--inputs",
-        default="features",
-        choices=["features", "features+score", "features+order", "features+order+score"],
-    )
+    common.add_detector_options(p)
     p.add_argument("--detector-epochs", type=int, default=20)
-    p.add_argument("--attack-config", default="paper_table14_ttww_detector.yaml",
-                   help="attack table in examples/configs (cumulative_demo.yaml: the demo's)")  # fmt: skip
     args = p.parse_args()
     events, runs = common.sizes(args)
     paths = common.prepare(args.workdir, events, args.seed, args.epochs)

@@ -70,6 +70,7 @@ from advsyst.workflows.detector import DetectorResult, ordered_columns, train_de
 
 __all__ = [
     "STUDIES",
+    "DETECTOR_INPUTS",
     "StudyConfig",
     "StudyResult",
     "run_study",
@@ -94,7 +95,7 @@ STUDIES = (
 )
 #: studies that attack a given tagger (the others train their own taggers)
 _NEEDS_MODEL = {"detector", "significance", "efficiency", "auroc-vs-size"}
-_DETECTOR_INPUTS = ("features", "features+score", "features+order", "features+order+score")
+DETECTOR_INPUTS = ("features", "features+score", "features+order", "features+order+score")
 
 
 # ====================================================================== configuration
@@ -174,9 +175,9 @@ class StudyConfig:
         self.significance_level = _unit(self.significance_level, "significance_level")
         if self.clean_efficiency is not None:
             self.clean_efficiency = _unit(self.clean_efficiency, "clean_efficiency")
-        if self.detector_inputs not in _DETECTOR_INPUTS:
+        if self.detector_inputs not in DETECTOR_INPUTS:
             raise ConfigError(
-                f"detector_inputs must be one of {_DETECTOR_INPUTS}, got {self.detector_inputs!r}"
+                f"detector_inputs must be one of {DETECTOR_INPUTS}, got {self.detector_inputs!r}"
             )
         if self.select not in ("fooled", "moved"):
             raise ConfigError(f"select must be 'fooled' or 'moved', got {self.select!r}")
@@ -304,7 +305,7 @@ def detector_inputs(X: np.ndarray, tagger: Any, mode: str = "features") -> np.nd
         return X
     if mode in ("features+score", "features+order+score"):
         return np.column_stack([X, _logit(tagger, X)])
-    raise ConfigError(f"detector_inputs must be one of {_DETECTOR_INPUTS}, got {mode!r}")
+    raise ConfigError(f"detector_inputs must be one of {DETECTOR_INPUTS}, got {mode!r}")
 
 
 def _p_adv(det_model: Any, X: np.ndarray, tagger: Any, mode: str) -> np.ndarray:
