@@ -8,7 +8,9 @@ CONSERVAttack / FGSM pseudo-systematics:
 
 * ``__init__`` receives a :class:`advsyst.workflows.twopass.VariedScores`;
 * ``process`` looks up the nominal and varied scores of its selected jets and fills
-  ``nominal`` and every ``<name>Up`` / ``<name>Down``.
+  ``nominal`` and every ``<name>Up`` the lookup gives;
+* ``postprocess`` makes the ``<name>Down`` templates of the one-sided variations from the
+  merged histogram, mirrored bin by bin around the nominal (cabinetry's ``Symmetrize``).
 
 The attack needs dataset-level statistics, so it runs between two passes over the files
 (see ``advsyst.workflows.twopass``):
@@ -133,6 +135,7 @@ class TopTagAnalysis(processor.ProcessorABC):
         }
 
     def postprocess(self, accumulator: Any) -> Any:
+        accumulator["hist"] = self.varied.mirror_templates(accumulator["hist"])  # (+)
         return accumulator
 
 
@@ -208,7 +211,11 @@ def report(out: dict[str, Any], path: Path) -> list[str]:
     print(f"\ntagged yield (score >= {WORKING_POINT}) per systematic")
     print(f"{'systematic':<20}" + "".join(f"{p + '/' + r:>16}" for p, r in cols))
     nominal = {}
-    for syst in h.axes["systematic"]:
+
+    def order(s: str) -> tuple[bool, str, bool]:  # nominal, then each name's Up and Down
+        return s != "nominal", s.removesuffix("Up").removesuffix("Down"), s.endswith("Down")
+
+    for syst in sorted(h.axes["systematic"], key=order):
         row = []
         for p, r in cols:
             y = float(h[{"process": p, "region": r, "systematic": syst}].values()[hi:].sum())

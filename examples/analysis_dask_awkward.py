@@ -143,6 +143,8 @@ class TopTagAnalysis(processor.ProcessorABC):
         return {"hist": h}
 
     def postprocess(self, accumulator: Any) -> Any:
+        # (+) one-sided variations: Down = the merged Up template mirrored (Symmetrize)
+        accumulator["hist"] = self.varied.mirror_templates(accumulator["hist"])
         return accumulator
 
 

@@ -14,7 +14,7 @@ What the analyst brings, and what advsyst adds:
 * ``ParticleTagAnalysis`` -- pass 2 written for ``coffea.dataset_tools.apply_to_fileset``
   (dask-awkward, ``hist.dask``), run with ``run_pass2(..., mode="dask")``.  It fills the
   nominal and ``<name>Up`` templates; the down templates are mirrored after the merge with
-  ``mirror_templates`` (cabinetry's ``Symmetrize`` convention).  Lines marked ``# (+)``
+  ``varied.mirror_templates`` (cabinetry's ``Symmetrize`` convention).  Lines marked ``# (+)``
   are all that the adversarial systematics add (``# (~)``: the existing fill, now per
   systematic with the looked-up score).
 
@@ -25,7 +25,8 @@ cabinetry fit of the signal strength uses the templates (``write_fit_inputs``,
 
 The attack uses ``robust_binnings: null`` (the paper's single binning of the dataset-level
 budgets): the binning-robust default costs about 15x more on a per-particle input of
-~100 columns, too much for an example.  Padding is protected with ``default_value: 0.0``.
+~100 columns, too much for an example.  Padding is protected by the context's
+``movable`` mask (``ParticleLayout.movable``): no variation moves a padded entry.
 
 Pseudo-data is a 50/50 mixture (by events) of tt̄ and WW, so each simulated sample gets
 the luminosity that makes its expected yield its share of the pseudo-data (a real
@@ -202,8 +203,8 @@ class ParticleTagAnalysis(processor.ProcessorABC):
             hist.axis.Regular(self.bins, 0.0, 1.0, name="score", label="tagger score"),
             storage=hist.storage.Weight(),
         )
-        ups = [s for s in self.varied.systematics() if s.endswith("Up")]  # (+)
-        for syst in ["nominal"] + ([] if is_data else ups):  # (+)
+        systematics = self.varied.systematics()  # (+) nominal and the Up templates
+        for syst in systematics[:1] if is_data else systematics:  # (+)
             for region, m in (("signal", signal[good]), ("control", ~signal[good])):
                 h.fill(process=dataset, region=region, systematic=syst,  # (~) syst, score
                        score=lib.flatten(scores[syst][m]) * (1 - 1e-12),
@@ -257,7 +258,6 @@ def main(argv: list[str] | None = None) -> int:
     from advsyst.systematics import (
         VariationContext,
         build_uncertainty_table,
-        mirror_templates,
         write_root_histograms,
     )
     from advsyst.workflows.twopass import build_varied_scores, run_pass1, run_pass2
@@ -287,13 +287,14 @@ def main(argv: list[str] | None = None) -> int:
         "conservattack": {"budget": "cumulative", "units": "range", "min_change": 0.01,
                           "step": 0.01, "num_bins": 20, "n_iterations": 2 if args.quick else 5,
                           "max_jsd": 0.05, "max_dfn": 0.05, "seed": args.seed,
-                          "robust_binnings": None, "default_value": 0.0,
+                          "robust_binnings": None,
                           "progress": False},
         "fgsm": {"epsilon": 0.02, "units": "range"},
     }  # fmt: skip
     context = VariationContext(
         y=f["y"], weights=f["w"], control_mask=f["region_CR"],
         feature_names=LAYOUT.column_names(), detector=detector, detector_threshold=0.5,
+        movable=LAYOUT.movable(f["X"]),  # (+) padded particle slots never move
     )  # fmt: skip
     varied = build_varied_scores(f, tagger, list(options), options, context=context,
                                  vary_mask=sim, data_mask=data)  # fmt: skip
@@ -322,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     processes = list(fileset)
     out = run_pass2(fileset, ParticleTagAnalysis(varied, processes, args.bins), mode="dask",
                     chunksize=100, workers=args.workers, progress=False)  # fmt: skip
-    h = mirror_templates(out["hist"])  # (+) cabinetry's Symmetrize, after the merge
+    h = varied.mirror_templates(out["hist"])  # (+) cabinetry's Symmetrize, after the merge
     factors = {ds: v["factor"] for ds, v in varied.provenance["pass1"]["normalization"].items()}
     h = normalise(h, factors)
     names = write_root_histograms(args.out / "templates_dask.root", h)

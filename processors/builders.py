@@ -45,6 +45,9 @@ Optional keys:
                       1 for collision data.  :func:`advsyst.workflows.twopass.run_pass1`
                       then multiplies simulation by ``xsec * lumi / sum(genWeight)``.
 ``region_<name>``     ``(n,)`` booleans, e.g. ``region_CR`` (the attack's control region).
+``movable``           ``(n, d)`` booleans, False = the variations never move this entry
+                      (padded particle slots: ``ParticleLayout.movable``); it becomes
+                      ``VariationContext.movable`` in ``build_varied_scores``.
 anything else         ``(n,)`` or ``(n, k)`` finite numbers, carried along (``pt``, ...).
 
 NumPy arrays and flat awkward arrays are accepted.  The wrapper adds ``dataset`` (the
@@ -170,6 +173,11 @@ def check_builder_output(
         if key in (*_INT_KEYS, "y", "w") and a.ndim != 1:
             raise InputError(
                 f"feature builder {who!r}: {key!r} has shape {a.shape}, expected ({n},)"
+            )
+        if key == "movable" and (a.dtype != np.bool_ or a.shape != X.shape):
+            raise InputError(
+                f"feature builder {who!r}: 'movable' has dtype {a.dtype} and shape {a.shape}, "
+                f"expected bool {X.shape} (one flag per entry of X)"
             )
         if key.startswith("region_"):
             if a.dtype != np.bool_:

@@ -194,6 +194,13 @@ def test_check_builder_output_unit():
         check_builder_output({**ok, "pt": ak.Array([[1.0], [2.0, 3.0]])}, "b")
     with pytest.raises(InputError, match="not callable"):
         BuilderProcessor(3)
+    movable = np.array([[True, False, True], [False, False, True]])
+    got = check_builder_output({**ok, "movable": movable}, "b")
+    np.testing.assert_array_equal(got["movable"], movable)
+    with pytest.raises(InputError, match=r"'b': 'movable' has dtype bool and shape \(2, 2\)"):
+        check_builder_output({**ok, "movable": movable[:, :2]}, "b")
+    with pytest.raises(InputError, match="'movable' has dtype float64"):
+        check_builder_output({**ok, "movable": movable.astype(float)}, "b")
 
 
 # ---------------------------------------------------------------------- weights

@@ -166,3 +166,35 @@ def test_first_order_variations(sample):
     assert out["fgsm"].flipped.any()
     with pytest.raises(ConfigError, match="use_labels"):
         S.run_variation("fgsm", X, m, use_labels=True)
+
+
+@needs_engine
+@needs_first_order
+@pytest.mark.parametrize("name", ["conservattack", "fgsm", "ngm", "noise", "shift"])
+def test_context_movable_mask_is_respected(sample, name):
+    """``context.movable`` (e.g. padded particle slots) reaches every built-in engine:
+    masked entries keep their exact value, the others still move."""
+    from advsyst.errors import InputError
+
+    X, y, _ = sample
+    movable = np.random.default_rng(3).uniform(size=X.shape) < 0.6
+    movable[:, 0] = True  # the feature the tagger leans on most stays free
+    opts = {
+        "conservattack": ATTACK,
+        "fgsm": {"epsilon": 0.2},
+        "ngm": {"epsilon": 0.3},
+        "noise": {"sigma": 0.1},
+        "shift": {"epsilon": 0.05},
+    }[name]
+    ctx = S.VariationContext(y=y, seed=2, movable=movable)
+    res = S.run_variation(name, X, tagger(), context=ctx, **opts)
+    for arr in (res.up, res.down):
+        if arr is None:
+            continue
+        np.testing.assert_array_equal(arr[~movable], X[~movable])
+        assert np.any(arr[movable] != X[movable])
+    free = S.run_variation(name, X, tagger(), context=S.VariationContext(y=y, seed=2), **opts)
+    assert np.any(free.up[~movable] != X[~movable])  # without the mask they would move
+    bad = S.VariationContext(movable=movable[:, :3])
+    with pytest.raises(InputError, match="movable"):
+        S.run_variation(name, X, tagger(), context=bad, **opts)

@@ -16,8 +16,10 @@ import advsyst.systematics as S
 from advsyst.errors import ConfigError, InputError
 from advsyst.workflows.twopass import (
     KEY_FIELDS,
+    ScoreStore,
     VariedScores,
     build_varied_scores,
+    mirror_output,
     run_pass1,
     run_pass2,
     two_pass,
@@ -670,8 +672,6 @@ def test_score_store_partitions_by_file_and_gives_the_same_histogram(
 ):
     import pickle
 
-    from advsyst.workflows.twopass import ScoreStore
-
     # two files in one dataset, so that partitions are really per file
     fs = {**fileset, "ttbar": {**fileset["ttbar"], "files": {
         **fileset["ttbar"]["files"], str(sample_factory("ttbar", 60, 9, event_offset=10_000)): "Events"}}}  # fmt: skip
@@ -708,3 +708,111 @@ def _model_for(f):
 
     m, _ = train_classifier(f["X"], f["y"], f["w"], hidden=(8,), epochs=1, progress=False)
     return m.eval()
+
+
+# ---------------------------------------------------------------------- down templates
+class TemplateAnalysis(processor.ProcessorABC):
+    """A template histogram (process / systematic / score) on a fixed, non-growing
+    systematic axis listing what the lookup gives, as an analyst would write it."""
+
+    def __init__(self, varied: VariedScores) -> None:
+        self.varied = varied
+
+    def process(self, events: Any) -> dict[str, Any]:
+        jets = events.FatJet
+        good = (jets.pt > PASS2_MIN_PT) & (abs(jets.eta) < 2.4)
+        idx = ak.local_index(jets, axis=1)[good]
+        ds = events.metadata["dataset"]
+        scores = self.varied.lookup_jagged(
+            ds, events.run, events.luminosityBlock, events.event, idx
+        )
+        w = ak.to_numpy(ak.flatten(ak.broadcast_arrays(events.genWeight, idx)[0]))
+        h = hist.Hist(
+            hist.axis.StrCategory(["ttbar", "ww"], name="process"),
+            hist.axis.StrCategory(self.varied.systematics(), name="systematic"),
+            hist.axis.Regular(8, 0.0, 1.0, name="score"),
+            storage=hist.storage.Weight(),
+        )
+        for syst in self.varied.systematics():
+            s = ak.to_numpy(ak.flatten(scores[syst])) * (1 - 1e-12)
+            h.fill(process=ds, systematic=syst, score=s, weight=w)
+        return {"nested": {"templates": h}}
+
+    def postprocess(self, accumulator: Any) -> Any:
+        return accumulator
+
+
+def _symmetrize(nom: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """cabinetry's one-sided Symmetrize, written out independently for the test."""
+    r = up.sum() / nom.sum()
+    raw = np.maximum(2 * nom - up / r, 0.0)
+    return (2 - r) * raw * nom.sum() / raw.sum()
+
+
+def test_one_sided_down_is_the_template_mirror_by_default(fileset, model):
+    """Default: fgsm (no down features) is one-sided -- pass 2 fills fgsmUp only and the
+    merged template's fgsmDown is cabinetry's Symmetrize of it; shift keeps its own Down."""
+    opts = {k: OPTIONS[k] for k in ("fgsm", "shift")}
+    out, v = two_pass(
+        fileset, model, ["fgsm", "shift"], opts, analysis_processor_factory=TemplateAnalysis,
+        chunksize=64, return_scores=True, progress=False,
+    )  # fmt: skip
+    assert v.one_sided == ("fgsm",)
+    assert v.systematics() == ["nominal", "fgsmUp", "shiftUp", "shiftDown"]
+    keys = tuple(getattr(v, k) for k in KEY_FIELDS)
+    assert list(v.lookup(*keys)) == v.systematics()  # no per-jet fgsmDown handed out
+    h = out["nested"]["templates"]
+    assert list(h.axes["systematic"]) == [*v.systematics(), "fgsmDown"]
+    for ds, spec in fileset.items():
+        with uproot.open(next(iter(spec["files"]))) as f:
+            a = f["Events"].arrays(["run", "luminosityBlock", "event", "genWeight", "FatJet_pt",
+                                    "FatJet_eta"])  # fmt: skip
+        good = (a.FatJet_pt > PASS2_MIN_PT) & (abs(a.FatJet_eta) < 2.4)
+        per_jet = {
+            k: ak.to_numpy(ak.flatten(ak.broadcast_arrays(a[k], a.FatJet_pt)[0][good]))
+            for k in ("run", "luminosityBlock", "event", "genWeight")
+        }
+        idx = ak.to_numpy(ak.flatten(ak.local_index(a.FatJet_pt, axis=1)[good]))
+        rows = v.index_of(ds, per_jet["run"], per_jet["luminosityBlock"], per_jet["event"], idx)
+        assert (rows >= 0).all()
+
+        def hist_of(s, rows=rows, w=per_jet["genWeight"]):
+            return np.histogram(s[rows] * (1 - 1e-12), bins=8, range=(0, 1), weights=w)[0]
+
+        nom, up = hist_of(v.nominal), hist_of(v.varied["fgsm"][0])
+        sel = {"process": ds}
+        np.testing.assert_allclose(h[{**sel, "systematic": "nominal"}].values(), nom)
+        np.testing.assert_allclose(h[{**sel, "systematic": "fgsmUp"}].values(), up)
+        np.testing.assert_allclose(
+            h[{**sel, "systematic": "fgsmDown"}].values(), _symmetrize(nom, up), rtol=1e-12
+        )
+        np.testing.assert_allclose(
+            h[{**sel, "systematic": "shiftDown"}].values(), hist_of(v.varied["shift"][1])
+        )
+        assert not np.allclose(up, nom)  # the variation did something
+    # the per-jet mirror stays available, as an option
+    w = build_varied_scores(run_pass1(fileset, chunksize=64, progress=False), model,
+                            ["fgsm"], {"fgsm": OPTIONS["fgsm"]}, down="per-jet")  # fmt: skip
+    assert w.one_sided == () and w.systematics() == ["nominal", "fgsmUp", "fgsmDown"]
+    got = w.lookup(*(getattr(w, k) for k in KEY_FIELDS))
+    np.testing.assert_array_equal(
+        got["fgsmDown"], np.clip(2 * w.nominal - w.varied["fgsm"][0], 0.0, 1.0)
+    )
+    with pytest.raises(ConfigError, match="down must be one of"):
+        build_varied_scores({}, model, ["fgsm"], down="mirror")
+
+
+def test_one_sided_survives_save_load_and_store(varied, fileset, tmp_path, caplog):
+    assert varied.one_sided == ("fgsm",)
+    back = VariedScores.load(varied.save(tmp_path / "v.npz"))
+    assert back.one_sided == ("fgsm",) and back.systematics() == varied.systematics()
+    st = ScoreStore.write(varied, fileset, tmp_path / "store")
+    assert st.one_sided == ["fgsm"] and st.systematics() == varied.systematics()
+    part = st.partition("ttbar")
+    assert part.one_sided == ("fgsm",) and part.systematics() == varied.systematics()
+    # a histogram without a process axis is left alone, with a warning naming the fix
+    h = hist.Hist(hist.axis.StrCategory(["nominal", "fgsmUp"], name="systematic"),
+                  hist.axis.Regular(2, 0, 1, name="score"), storage=hist.storage.Weight())  # fmt: skip
+    with caplog.at_level("WARNING"):
+        assert mirror_output({"h": h}, varied)["h"] is h
+    assert "mirror_templates" in caplog.text

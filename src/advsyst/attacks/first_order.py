@@ -36,6 +36,9 @@ integer_features
 default_value
     A value (or several) marking padding/defaults, e.g. ``-999`` or ``0``: entries equal
     to it are left untouched.
+movable
+    A boolean ``(n, d)`` mask: False = this entry never moves (padded particle slots,
+    :meth:`advsyst.models.ParticleLayout.movable`).
 max_relative
     Cap ``|delta| <= max_relative * |x|`` per entry.
 bounds
@@ -161,6 +164,7 @@ def _prepare(
     immutable: Any = None,
     integer_features: Any = None,
     default_value: Any = None,
+    movable: Any = None,
     max_relative: float | None = None,
     bounds: Any = None,
 ) -> _Prepared:
@@ -177,10 +181,17 @@ def _prepare(
             cols &= ~(X == np.round(X)).all(axis=0)
     else:
         cols &= ~_column_mask(integer_features, d, "integer_features")
-    movable = np.broadcast_to(cols, (n, d)).copy()
+    cols_ok = np.broadcast_to(cols, (n, d)).copy()
     if default_value is not None:
         for v in np.atleast_1d(np.asarray(default_value, dtype=np.float64)):
-            movable &= X != v
+            cols_ok &= X != v
+    if movable is not None:
+        um = np.asarray(movable)
+        if um.shape != (n, d) or um.dtype != np.bool_:
+            raise InputError(
+                f"movable must be a boolean ({n}, {d}) mask, got {um.dtype} {um.shape}"
+            )
+        cols_ok &= um
     cap = None
     if max_relative is not None:
         cap = _check_scalar(max_relative, "max_relative") * np.abs(X)
@@ -206,7 +217,7 @@ def _prepare(
             if np.isnan(lo_f).any() or np.isnan(hi_f).any() or (lo_f > hi_f).any():
                 raise InputError("bounds must satisfy lo <= hi for every feature (no NaN)")
         lo, hi = np.minimum(lo_f, X), np.maximum(hi_f, X)
-    return _Prepared(X=X, scale=scale, movable=movable, lo=lo, hi=hi, cap=cap)
+    return _Prepared(X=X, scale=scale, movable=cols_ok, lo=lo, hi=hi, cap=cap)
 
 
 class _LogitView(torch.nn.Module):
@@ -338,6 +349,7 @@ def fgsm(
     immutable: Any = None,
     integer_features: Any = None,
     default_value: Any = None,
+    movable: Any = None,
     max_relative: float | None = None,
     bounds: Any = None,
     device: Any = "cpu",
@@ -351,7 +363,7 @@ def fgsm(
     """
     return _gradient_step(
         X, model, y, epsilon, np.sign, units=units, immutable=immutable,
-        integer_features=integer_features, default_value=default_value,
+        integer_features=integer_features, default_value=default_value, movable=movable,
         max_relative=max_relative, bounds=bounds, device=device, batch_size=batch_size,
     )  # fmt: skip
 
@@ -366,6 +378,7 @@ def ngm(
     immutable: Any = None,
     integer_features: Any = None,
     default_value: Any = None,
+    movable: Any = None,
     max_relative: float | None = None,
     bounds: Any = None,
     device: Any = "cpu",
@@ -379,7 +392,7 @@ def ngm(
     """
     return _gradient_step(
         X, model, y, epsilon, _unit_rows, units=units, immutable=immutable,
-        integer_features=integer_features, default_value=default_value,
+        integer_features=integer_features, default_value=default_value, movable=movable,
         max_relative=max_relative, bounds=bounds, device=device, batch_size=batch_size,
     )  # fmt: skip
 
@@ -399,6 +412,7 @@ def pgd(
     immutable: Any = None,
     integer_features: Any = None,
     default_value: Any = None,
+    movable: Any = None,
     max_relative: float | None = None,
     bounds: Any = None,
     device: Any = "cpu",
@@ -432,7 +446,7 @@ def pgd(
         raise ConfigError(f"norm must be 'linf' or 'l2', got {norm!r}")
     prep = _prepare(
         X, units=units, immutable=immutable, integer_features=integer_features,
-        default_value=default_value, max_relative=max_relative, bounds=bounds,
+        default_value=default_value, movable=movable, max_relative=max_relative, bounds=bounds,
     )  # fmt: skip
     X0 = prep.X
     if len(X0) == 0:
@@ -481,6 +495,7 @@ def gaussian_noise(
     immutable: Any = None,
     integer_features: Any = None,
     default_value: Any = None,
+    movable: Any = None,
     max_relative: float | None = None,
     bounds: Any = None,
 ) -> np.ndarray:
@@ -491,7 +506,7 @@ def gaussian_noise(
     s = _check_scalar(sigma, "sigma")
     prep = _prepare(
         X, units=units, immutable=immutable, integer_features=integer_features,
-        default_value=default_value, max_relative=max_relative, bounds=bounds,
+        default_value=default_value, movable=movable, max_relative=max_relative, bounds=bounds,
     )  # fmt: skip
     noise = np.random.default_rng(seed).standard_normal(prep.X.shape)
     return prep.finish(s * prep.scale * noise)
@@ -508,6 +523,7 @@ def systematic_shift(
     immutable: Any = None,
     integer_features: Any = None,
     default_value: Any = None,
+    movable: Any = None,
     max_relative: float | None = None,
     bounds: Any = None,
 ) -> np.ndarray:
@@ -523,7 +539,7 @@ def systematic_shift(
         raise InputError(f"direction must be +1 or -1, got {direction!r}")
     prep = _prepare(
         X, units="absolute" if relative else units, immutable=immutable,
-        integer_features=integer_features, default_value=default_value,
+        integer_features=integer_features, default_value=default_value, movable=movable,
         max_relative=max_relative, bounds=bounds,
     )  # fmt: skip
     d = prep.X.shape[1]

@@ -199,6 +199,42 @@ def _flow_index(h: hist.Hist, obs: str, pos: Mapping[str, int], isyst: int) -> t
     )
 
 
+def _with_categories(h: hist.Hist, axis: str, names: Sequence[str]) -> hist.Hist:
+    """``h`` with the categories ``names`` appended to its StrCategory ``axis`` (empty).
+
+    A growing axis grows in place (``h`` is returned); otherwise a copy with the longer
+    axis is returned, holding the same contents (flow bins included)."""
+    ax = h.axes[axis]
+    if ax.traits.growth:
+        for name in names:  # a zero-weight entry adds the category, contents unchanged
+            h.fill(
+                **{
+                    a.name: (name if a.name == axis else a[0])
+                    if isinstance(a, hist.axis.StrCategory | hist.axis.IntCategory)
+                    else np.asarray([a.edges[0]])
+                    for a in h.axes
+                },
+                weight=np.zeros(1),
+            )
+        return h
+    new_ax = hist.axis.StrCategory(
+        [str(c) for c in ax] + list(names),
+        name=ax.name,
+        label=ax.label,
+        growth=False,
+        overflow=ax.traits.overflow,
+    )
+    i = [a.name for a in h.axes].index(axis)
+    out = hist.Hist(*h.axes[:i], new_ax, *h.axes[i + 1 :], storage=h.storage_type())
+    old, new = h.view(flow=True), out.view(flow=True)
+    k = len(ax)
+    head = (slice(None),) * i
+    new[head + (slice(0, k),)] = old[head + (slice(0, k),)]
+    if ax.traits.overflow:  # the old overflow bin (unknown categories) stays the overflow
+        new[head + (slice(-1, None),)] = old[head + (slice(k, None),)]
+    return out
+
+
 def mirror_templates(
     h: hist.Hist,
     variations: Sequence[str] | None = None,
@@ -224,7 +260,9 @@ def mirror_templates(
     Parameters
     ----------
     h
-        Template histogram (see :func:`template_axes`), modified in place and returned.
+        Template histogram (see :func:`template_axes`), modified in place and returned;
+        when a ``<name>Down`` category is missing and the systematic axis cannot grow, a
+        copy with the category added is returned instead: always use the return value.
     variations
         Variation names (default: every ``<name>Up`` in ``h``).
     processes
@@ -246,17 +284,10 @@ def mirror_templates(
     for name in variations:
         if f"{name}Up" not in systs:
             raise InputError(f"no '{name}Up' template to mirror; have {systs}")
-        if f"{name}Down" not in systs:  # grow the category with a zero-weight entry
-            any_proc = procs[0] if procs else str(h.axes["process"][0])
-            fill = {ax: h.axes[ax][0] for ax in channels}
-            h.fill(
-                process=any_proc,
-                systematic=f"{name}Down",
-                **fill,
-                **{obs: np.asarray([h.axes[obs].edges[0]])},
-                weight=np.zeros(1),
-            )
-            systs = [str(s) for s in h.axes["systematic"]]
+    missing = [f"{name}Down" for name in variations if f"{name}Down" not in systs]
+    if missing:
+        h = _with_categories(h, "systematic", missing)
+        systs = [str(s) for s in h.axes["systematic"]]
     view = h.view(flow=True)
     i_nom = _category_index(h, "systematic", NOMINAL)
     ranges = [range(len(h.axes[c]) + int(h.axes[c].traits.overflow)) for c in channels]

@@ -73,6 +73,10 @@ class VariationContext:
         Seed passed to stochastic variations that are not given one in their options.
     feature_names
         Names of the feature columns, or None.
+    movable
+        Boolean ``(n, d)`` mask of the entries a variation may move, or None (all): e.g.
+        :meth:`advsyst.models.ParticleLayout.movable`, False on padded particle slots.  The
+        built-in attack variations pass it to their engines.
     extra
         Free-form storage; variations may cache results here (e.g. the built-in
         ``conservattack`` stores its :class:`AttackResult` under
@@ -86,15 +90,22 @@ class VariationContext:
     detector_threshold: float = 0.5
     seed: int | None = None
     feature_names: Sequence[str] | None = None
+    movable: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self, n_events: int) -> None:
         """Raise :class:`InputError` if a per-event array does not have ``n_events`` rows."""
-        for label in ("y", "weights", "control_mask"):
+        for label in ("y", "weights", "control_mask", "movable"):
             arr = getattr(self, label)
             if arr is not None and len(arr) != n_events:
                 raise InputError(
                     f"context.{label} has {len(arr)} entries but the features have {n_events} events"
+                )
+        if self.movable is not None:
+            m = np.asarray(self.movable)
+            if m.ndim != 2 or m.dtype != np.bool_:
+                raise InputError(
+                    f"context.movable must be a boolean (n, d) mask, got {m.dtype} {m.shape}"
                 )
         if self.weights is not None and not np.all(np.isfinite(np.asarray(self.weights, float))):
             raise InputError("context.weights contain NaN or inf")
@@ -113,9 +124,10 @@ class VariationResult:
     up
         Varied features, same shape as the nominal ones.
     down
-        Down-varied features, or None: then the down template is the mirror of the up
-        shift in score space (``2 * nominal - up``, see
-        :func:`advsyst.systematics.histograms.mirror_scores`).
+        Down-varied features, or None (a one-sided variation): then the down template is
+        the up template mirrored bin by bin around the nominal, cabinetry's ``Symmetrize``
+        (:func:`advsyst.systematics.histograms.mirror_templates`; the per-jet score mirror
+        :func:`~advsyst.systematics.histograms.mirror_scores` on request).
     flags
         Per-event boolean arrays, e.g. ``"fooled"``, ``"moved"``, ``"detected"``.
     info

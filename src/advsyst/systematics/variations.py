@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from advsyst.errors import ConfigError
+from advsyst.errors import ConfigError, InputError
 from advsyst.systematics.registry import (
     VariationContext,
     VariationResult,
@@ -54,6 +54,16 @@ def _import(module: str, *names: str) -> tuple[Any, ...]:
         raise ImportError(
             f"this variation needs {', '.join(names)} from {module}, which is not available: {exc}"
         ) from exc
+
+
+def _movable(context: VariationContext, X: np.ndarray) -> np.ndarray | None:
+    """``context.movable`` checked against the features' shape (None: every entry)."""
+    if context.movable is None:
+        return None
+    m = np.asarray(context.movable)
+    if m.shape != np.shape(X):
+        raise InputError(f"context.movable has shape {m.shape}, the features {np.shape(X)}")
+    return m
 
 
 def _moved(X: np.ndarray, up: np.ndarray) -> np.ndarray:
@@ -87,6 +97,7 @@ def _run_conservattack(
         attack_mask=None,
         constraint_mask=np.asarray(context.control_mask, bool) if restrict else None,
         feature_names=None if context.feature_names is None else list(context.feature_names),
+        movable=_movable(context, X),
     )
     context.extra[CACHE_KEY] = res
     context.extra[_CACHE_OPTIONS_KEY] = dict(options)
@@ -162,6 +173,8 @@ def _gradient_variation(
     use_labels = bool(opts.pop("use_labels", False))
     if use_labels and context.y is None:
         raise ConfigError(f"variation {fname!r}: use_labels=True needs context.y")
+    if context.movable is not None and "movable" not in opts:
+        opts["movable"] = _movable(context, X)
     up = np.asarray(func(X, model, context.y if use_labels else None, **opts), dtype=np.float64)
     return VariationResult(
         up=up,
@@ -199,7 +212,8 @@ def noise_variation(
     (func,) = _import("advsyst.attacks.first_order", "gaussian_noise")
     seed = options.pop("seed", context.seed)
     seed = 0 if seed is None else seed
-    up = np.asarray(func(X, sigma=sigma, seed=seed, **options), dtype=np.float64)
+    movable = options.pop("movable", _movable(context, X))
+    up = np.asarray(func(X, sigma=sigma, seed=seed, movable=movable, **options), dtype=np.float64)
     return VariationResult(
         up=up,
         flags={"moved": _moved(X, up)},
@@ -219,8 +233,9 @@ def shift_variation(
 ) -> VariationResult:
     """Systematic shift: up = ``direction=+1``, down = ``direction=-1`` (both explicit)."""
     (func,) = _import("advsyst.attacks.first_order", "systematic_shift")
-    up = func(X, epsilon=epsilon, direction=+1, relative=relative, **options)
-    down = func(X, epsilon=epsilon, direction=-1, relative=relative, **options)
+    movable = options.pop("movable", _movable(context, X))
+    up = func(X, epsilon=epsilon, direction=+1, relative=relative, movable=movable, **options)
+    down = func(X, epsilon=epsilon, direction=-1, relative=relative, movable=movable, **options)
     up = np.asarray(up, dtype=np.float64)
     return VariationResult(
         up=up,

@@ -48,8 +48,15 @@ Rules
   (``metadata["is_data"]`` true marks data); data jets keep their nominal score in every
   systematic, so a data histogram can be filled from the same lookup.
 * Down templates: a variation that gives no down features (CONSERVAttack, FGSM, ...) is
-  mirrored in score space, ``clip(2 * nominal - up, 0, 1)``, exactly as
-  :func:`advsyst.systematics.fill_variations` does.
+  *one-sided*.  By default (``down="template"``) pass 2 fills its ``<name>Up`` only and the
+  ``<name>Down`` template is made from the merged histogram, mirrored bin by bin around
+  the nominal with cabinetry's ``Symmetrize`` convention
+  (:func:`advsyst.systematics.mirror_templates`; :meth:`VariedScores.mirror_templates`
+  knows which variations, and :func:`two_pass` applies it to the output's template
+  histograms).  ``down="per-jet"`` instead hands out a per-jet mirrored score,
+  ``clip(2 * nominal - up, 0, 1)``, under ``<name>Down``; every jet pushed away from a
+  score edge is mirrored *onto* it, so that template piles up in the edge bins (use it
+  only to compare with older results).
 * Own features: ``run_pass1(fileset, builder=f)`` runs any ``f(events) -> per-jet
   arrays`` (contract and checks in :mod:`advsyst.processors.builders`); advsyst's two
   processors are such builders and the default.
@@ -104,6 +111,7 @@ __all__ = [
     "run_pass2",
     "drop_files",
     "two_pass",
+    "mirror_output",
 ]
 
 log = logging.getLogger(__name__)
@@ -150,6 +158,21 @@ def _fmt_key(ds: Any, run: Any, lumi: Any, event: Any, jet: Any) -> str:
     )
 
 
+def _systematics(varied: Mapping[str, Any], one_sided: Sequence[str]) -> list[str]:
+    out = ["nominal"]
+    for name in varied:
+        out += [f"{name}Up"] if name in one_sided else [f"{name}Up", f"{name}Down"]
+    return out
+
+
+def _mirror_one_sided(h: Any, one_sided: Sequence[str]) -> Any:
+    from advsyst.systematics import mirror_templates
+
+    if not one_sided:
+        return h
+    return mirror_templates(h, list(one_sided))
+
+
 @dataclass(eq=False)
 class VariedScores:
     """Nominal and varied tagger scores per jet, looked up by the jet's key.
@@ -162,8 +185,8 @@ class VariedScores:
     nominal
         Nominal tagger score per jet.
     varied
-        ``{name: (up, down)}`` scores per jet (down already mirrored where the variation
-        gave none).
+        ``{name: (up, down)}`` scores per jet (down: the per-jet mirror where the variation
+        gave none; the outcomes and the band use it, pass 2 only where ``down="per-jet"``).
     flags
         Per-jet boolean arrays, ``"<variation>.<flag>"`` (e.g. ``"conservattack.fooled"``,
         ``"<variation>.detected"``), ``"varied"`` (the jet was in the set the variations
@@ -178,6 +201,10 @@ class VariedScores:
         the variations ran with a detector in their context.
     weights
         Per-jet weights the variations ran with (normalised pass-1 weights).
+    one_sided
+        Variations whose ``<name>Down`` is a *template* mirror: :meth:`systematics` and
+        :meth:`lookup` leave their Down out, and :meth:`mirror_templates` makes it from
+        the filled histogram (``build_varied_scores(down="template")``, the default).
 
     With ``preds`` (and ``detector``) present, :meth:`outcomes` and
     :meth:`detector_efficiency` give what
@@ -202,6 +229,7 @@ class VariedScores:
     preds: dict[str, np.ndarray] = field(default_factory=dict)
     detector: dict[str, np.ndarray] = field(default_factory=dict)
     weights: np.ndarray | None = None
+    one_sided: Sequence[str] = ()
     _datasets: dict[str, int] = field(init=False, repr=False)
     _order: np.ndarray = field(init=False, repr=False)
     _sorted: np.ndarray = field(init=False, repr=False)
@@ -223,6 +251,10 @@ class VariedScores:
                 raise InputError(f"variation {name!r}: give down scores (mirror them if needed)")
             varied[name] = (self._scores(up, f"{name}Up", n), self._scores(down, f"{name}Down", n))
         self.varied = varied
+        self.one_sided = tuple(str(x) for x in self.one_sided)
+        bad = [x for x in self.one_sided if x not in varied]
+        if bad:
+            raise InputError(f"one_sided names {bad} are not variations ({list(varied)})")
         flags = {}
         for key, flag in dict(self.flags).items():
             flags[str(key)] = self._column(flag, f"flag {key!r}", n, bool)
@@ -278,11 +310,18 @@ class VariedScores:
         return list(self._datasets)
 
     def systematics(self) -> list[str]:
-        """``["nominal", "<name>Up", "<name>Down", ...]`` in variation order."""
-        out = ["nominal"]
-        for name in self.varied:
-            out += [f"{name}Up", f"{name}Down"]
-        return out
+        """What :meth:`lookup` returns, in variation order: ``["nominal", "<name>Up",
+        "<name>Down", ...]``, without the Down of :attr:`one_sided` variations (their Down
+        template comes from :meth:`mirror_templates`)."""
+        return _systematics(self.varied, self.one_sided)
+
+    def mirror_templates(self, h: Any) -> Any:
+        """Make the ``<name>Down`` templates of the :attr:`one_sided` variations in a filled
+        (merged) template histogram, cabinetry's ``Symmetrize`` convention
+        (:func:`advsyst.systematics.mirror_templates`).  Call it on the merged output (e.g.
+        in the processor's ``postprocess``); returns the histogram to use (the same one,
+        or a copy with the Down categories added when its systematic axis cannot grow)."""
+        return _mirror_one_sided(h, self.one_sided)
 
     def index_of(self, dataset: Any, run: Any, lumi: Any, event: Any, jet_index: Any) -> np.ndarray:
         """Row of each queried jet in these arrays, -1 where the key is absent.
@@ -412,7 +451,8 @@ class VariedScores:
         out = {"nominal": take(self.nominal)}
         for name, (up, down) in self.varied.items():
             out[f"{name}Up"] = take(up)
-            out[f"{name}Down"] = take(down)
+            if name not in self.one_sided:
+                out[f"{name}Down"] = take(down)
         return out
 
     def lookup_flags(
@@ -619,6 +659,7 @@ class VariedScores:
         arrays["nominal"] = self.nominal
         arrays["format"] = np.array(_FORMAT)
         arrays["varied_names"] = np.array(list(self.varied), dtype=str)
+        arrays["one_sided"] = np.array(list(self.one_sided), dtype=str)
         for i, (up, down) in enumerate(self.varied.values()):
             arrays[f"up_{i}"], arrays[f"down_{i}"] = up, down
         arrays["flag_names"] = np.array(list(self.flags), dtype=str)
@@ -654,6 +695,7 @@ class VariedScores:
             preds={str(n): data[f"pred_{i}"] for i, n in enumerate(data.get("pred_names", []))},
             detector={str(n): data[f"det_{i}"] for i, n in enumerate(data.get("det_names", []))},
             weights=data.get("weights"),
+            one_sided=[str(x) for x in data.get("one_sided", [])],
         )
 
 
@@ -740,6 +782,8 @@ class ScoreStore:
             raise InputError(f"{self.directory}: not a ScoreStore (format {index.get('format')})")
         self.partitions: dict[str, dict[str, str]] = index["partitions"]
         self._systematics: list[str] = list(index["systematics"])
+        self.varied_names: list[str] = list(index["varied_names"])
+        self.one_sided: list[str] = list(index.get("one_sided", []))
         sel = (index.get("provenance", {}).get("pass1", {}) or {}).get("selection")
         self._pass1 = {"pass1": {"selection": sel}} if sel else {}
         self.cache_size = int(cache_size)
@@ -812,6 +856,7 @@ class ScoreStore:
             "format": _STORE_FORMAT,
             "systematics": varied.systematics(),
             "varied_names": list(varied.varied),
+            "one_sided": list(varied.one_sided),
             "partitions": partitions,
             "provenance": to_jsonable(varied.provenance),
         }
@@ -819,17 +864,19 @@ class ScoreStore:
         return cls(out)
 
     def systematics(self) -> list[str]:
-        """``["nominal", "<name>Up", "<name>Down", ...]``."""
+        """What the lookups return (see :meth:`VariedScores.systematics`)."""
         return list(self._systematics)
+
+    def mirror_templates(self, h: Any) -> Any:
+        """See :meth:`VariedScores.mirror_templates`."""
+        return _mirror_one_sided(h, self.one_sided)
 
     def _load(self, dataset: str, names: Sequence[str]) -> VariedScores:
         parts = []
         for name in names:
             with np.load(self.directory / name, allow_pickle=False) as f:
                 parts.append({k: f[k] for k in f.files})
-        n_var = (len(self._systematics) - 1) // 2
         cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
-        varied_names = [s[:-2] for s in self._systematics[1::2]]
         return VariedScores(
             dataset=np.full(len(cat["nominal"]), dataset),
             run=cat["run"],
@@ -837,8 +884,9 @@ class ScoreStore:
             event=cat["event"],
             jet_index=cat["jet_index"],
             nominal=cat["nominal"],
-            varied={varied_names[i]: (cat[f"up_{i}"], cat[f"down_{i}"]) for i in range(n_var)},
+            varied={v: (cat[f"up_{i}"], cat[f"down_{i}"]) for i, v in enumerate(self.varied_names)},
             provenance=self._pass1,
+            one_sided=self.one_sided,
         )
 
     def partition(self, dataset: str, filename: str | None = None) -> VariedScores:
@@ -904,7 +952,7 @@ def _sliced_context(ctx: Any, n: int, sel: np.ndarray | None) -> Any:
     if sel is None:
         return ctx
     changes = {}
-    for label in ("y", "weights", "control_mask"):
+    for label in ("y", "weights", "control_mask", "movable"):
         arr = getattr(ctx, label)
         if arr is not None:
             changes[label] = np.asarray(arr)[sel]
@@ -922,6 +970,7 @@ def build_varied_scores(
     vary_mask: np.ndarray | None = None,
     score_range: tuple[float, float] = (0.0, 1.0),
     data_mask: np.ndarray | None = None,
+    down: str = "template",
 ) -> VariedScores:
     """Run each variation once on the merged pass-1 features and score every jet.
 
@@ -954,6 +1003,12 @@ def build_varied_scores(
         out and :meth:`VariedScores.detector_efficiency` uses them as data.  Default: no
         data.  With a ``context.detector``, the detector's P(adversarial) is recorded on
         the nominal features of every jet and on each variation's up features.
+    down
+        Down templates of variations without down features: ``"template"`` (default:
+        they are :attr:`VariedScores.one_sided`, pass 2 fills their Up only and
+        :meth:`VariedScores.mirror_templates` mirrors the merged template) or
+        ``"per-jet"`` (a per-jet mirrored score under ``<name>Down``; see the module
+        docstring for its caveat).
 
     Returns
     -------
@@ -967,7 +1022,10 @@ def build_varied_scores(
         model_scores,
         run_variation,
     )
+    from advsyst.systematics.histograms import DOWN_MODES
 
+    if down not in DOWN_MODES:
+        raise ConfigError(f"down must be one of {DOWN_MODES}, got {down!r}")
     keys = _key_columns(features)
     X = np.asarray(features["X"], dtype=np.float64)
     if X.ndim != 2 or len(X) != len(keys["event"]):
@@ -987,7 +1045,9 @@ def build_varied_scores(
     if context is None:
         names = features.get("feature_names")
         cr = features.get("region_CR")
+        movable = features.get("movable")
         context = VariationContext(
+            movable=None if movable is None else np.asarray(movable, bool),
             y=None if features.get("y") is None else np.asarray(features["y"]),
             weights=None if features.get("w") is None else np.asarray(features["w"], float),
             control_mask=None if cr is None else np.asarray(cr, bool),
@@ -1024,8 +1084,9 @@ def build_varied_scores(
     varied: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     flags: dict[str, np.ndarray] = {}
     infos: dict[str, Any] = {}
+    one_sided: list[str] = []
     for name in variations:
-        up, down = nominal.copy(), nominal.copy()
+        up, dn = nominal.copy(), nominal.copy()
         if len(Xv):
             res = run_variation(name, Xv, model, context=ctx, **options.get(name, {}))
             up_v, up_pred = model_scores(model, res.up, score_class)
@@ -1042,9 +1103,9 @@ def build_varied_scores(
                 if "detected" not in res_flags:  # as evaluate_dataset decides it
                     res_flags["detected"] = p_up >= det_thr
             if sel is None:
-                up, down = np.asarray(up_v, float), np.asarray(down_v, float)
+                up, dn = np.asarray(up_v, float), np.asarray(down_v, float)
             else:
-                up[sel], down[sel] = up_v, down_v
+                up[sel], dn[sel] = up_v, down_v
             for k, f in res_flags.items():
                 full = np.zeros(n, dtype=bool)
                 if sel is None:
@@ -1054,9 +1115,11 @@ def build_varied_scores(
                 flags[f"{name}.{k}"] = full
             infos[name] = {k: v for k, v in res.info.items() if k != "history"}
             infos[name]["down_mirrored"] = res.down is None
+            if res.down is None and down == "template":
+                one_sided.append(name)
         else:
             preds[f"{name}Up"] = preds["nominal"].copy()
-        varied[name] = (up, down)
+        varied[name] = (up, dn)
     flags["varied"] = np.ones(n, dtype=bool) if sel is None else sel.copy()
     if data_mask is not None:
         dm = np.asarray(data_mask, dtype=bool)
@@ -1068,7 +1131,7 @@ def build_varied_scores(
             flags[f"region.{str(key)[len('region_') :]}"] = np.asarray(features[key], bool)
     weights = None if context.weights is None else np.asarray(context.weights, np.float64)
     prov = provenance(
-        {"variations": variations, "options": options, "score_class": score_class},
+        {"variations": variations, "options": options, "score_class": score_class, "down": down},
         seed=ctx.seed,
         n_jets=n,
         n_varied=int(flags["varied"].sum()),
@@ -1092,6 +1155,7 @@ def build_varied_scores(
         preds=preds,
         detector=det_p,
         weights=weights,
+        one_sided=one_sided,
     )
 
 
@@ -1496,6 +1560,7 @@ def two_pass(
     uproot_options: Mapping[str, Any] | None = None,
     lumi: float | None = None,
     pass2_mode: str = "eager",
+    down: str = "template",
 ) -> Any:
     """Pass 1, the variations on the merged features, pass 2 (see the module docstring).
 
@@ -1541,6 +1606,12 @@ def two_pass(
     pass2_mode
         ``"eager"`` (``processor.Runner``) or ``"dask"`` (``apply_to_fileset``; the
         processor is written for dask-awkward arrays), see :func:`run_pass2`.
+    down
+        See :func:`build_varied_scores`.  With ``"template"`` (default) every template
+        histogram of the output (``process`` and ``systematic`` axes, see
+        :func:`advsyst.systematics.template_axes`; searched through nested dicts) that
+        holds a one-sided ``<name>Up`` gets its ``<name>Down`` from
+        :meth:`VariedScores.mirror_templates` after pass 2.
 
     Returns
     -------
@@ -1585,6 +1656,7 @@ def two_pass(
             score_class=score_class,
             vary_mask=vary,
             data_mask=is_data,
+            down=down,
         )
         skipped = [str(p) for p in features["skipped_files"]]
         if save_scores is not None:
@@ -1606,4 +1678,40 @@ def two_pass(
             mode=pass2_mode,
             uproot_options=uproot_options if pass2_mode == "dask" else None,
         )
+    out = mirror_output(out, varied)
     return (out, varied) if return_scores else out
+
+
+def mirror_output(out: Any, varied: VariedScores | ScoreStore) -> Any:
+    """Apply ``varied.mirror_templates`` to every template histogram in a (nested dict)
+    processor output that holds an Up template of a one-sided variation; returns the
+    output with those histograms replaced.  Histograms with such an Up but without a
+    ``process`` axis are left alone with a warning (mirror them yourself)."""
+    import hist
+
+    from advsyst.systematics import template_axes
+
+    ups = {f"{n}Up" for n in varied.one_sided}
+    if not ups:
+        return out
+    if isinstance(out, Mapping):
+        new = {k: mirror_output(v, varied) for k, v in out.items()}
+        if isinstance(out, dict):
+            out.update(new)
+            return out
+        return type(out)(new)
+    if isinstance(out, hist.Hist) and "systematic" in [a.name for a in out.axes]:
+        if not ups & {str(c) for c in out.axes["systematic"]}:
+            return out
+        try:
+            template_axes(out)
+        except InputError as exc:
+            log.warning(
+                "a histogram with one-sided %s templates is not a template histogram (%s): "
+                "its Down templates were not made; call VariedScores.mirror_templates on it",
+                sorted(ups),
+                exc,
+            )
+            return out
+        return varied.mirror_templates(out)
+    return out
