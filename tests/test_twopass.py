@@ -304,10 +304,15 @@ class ScoreAnalysis(processor.ProcessorABC):
     def __init__(self, varied: VariedScores) -> None:
         self.varied = varied
 
-    def process(self, events: Any) -> dict[str, Any]:
+    @staticmethod
+    def selected(events: Any) -> Any:
+        """jet_index of the jets pass 2 selects (tighter than pass 1)."""
         jets = events.FatJet
         good = (jets.pt > PASS2_MIN_PT) & (abs(jets.eta) < 2.4)
-        idx = ak.local_index(jets, axis=1)[good]
+        return ak.local_index(jets, axis=1)[good]
+
+    def process(self, events: Any) -> dict[str, Any]:
+        idx = self.selected(events)
         extra = (
             {"filename": events.metadata["filename"]} if hasattr(self.varied, "partition") else {}
         )
@@ -340,20 +345,25 @@ class ScoreAnalysis(processor.ProcessorABC):
         return accumulator
 
 
+def _file_jets(spec: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-jet event columns and jet_index of pass 2's jets, read straight from the file."""
+    with uproot.open(next(iter(spec["files"]))) as f:
+        a = f["Events"].arrays(
+            ["run", "luminosityBlock", "event", "genWeight", "FatJet_pt", "FatJet_eta"]
+        )
+    good = (a.FatJet_pt > PASS2_MIN_PT) & (abs(a.FatJet_eta) < 2.4)
+    per_jet = {
+        k: ak.to_numpy(ak.flatten(ak.broadcast_arrays(a[k], a.FatJet_pt)[0][good]))
+        for k in ("run", "luminosityBlock", "event", "genWeight")
+    }
+    return per_jet, ak.to_numpy(ak.flatten(ak.local_index(a.FatJet_pt, axis=1)[good]))
+
+
 def _direct_hist(fileset, varied: VariedScores) -> dict[tuple[str, str], np.ndarray]:
     """The expected pass-2 content, straight from the files and the lookup."""
     out = {}
     for ds, spec in fileset.items():
-        with uproot.open(next(iter(spec["files"]))) as f:
-            a = f["Events"].arrays(
-                ["run", "luminosityBlock", "event", "genWeight", "FatJet_pt", "FatJet_eta"]
-            )
-        good = (a.FatJet_pt > PASS2_MIN_PT) & (abs(a.FatJet_eta) < 2.4)
-        per_jet = {
-            k: ak.to_numpy(ak.flatten(ak.broadcast_arrays(a[k], a.FatJet_pt)[0][good]))
-            for k in ("run", "luminosityBlock", "event", "genWeight")
-        }
-        idx = ak.to_numpy(ak.flatten(ak.local_index(a.FatJet_pt, axis=1)[good]))
+        per_jet, idx = _file_jets(spec)
         scores = varied.lookup(
             ds, per_jet["run"], per_jet["luminosityBlock"], per_jet["event"], idx
         )
@@ -711,17 +721,12 @@ def _model_for(f):
 
 
 # ---------------------------------------------------------------------- down templates
-class TemplateAnalysis(processor.ProcessorABC):
+class TemplateAnalysis(ScoreAnalysis):
     """A template histogram (process / systematic / score) on a fixed, non-growing
     systematic axis listing what the lookup gives, as an analyst would write it."""
 
-    def __init__(self, varied: VariedScores) -> None:
-        self.varied = varied
-
     def process(self, events: Any) -> dict[str, Any]:
-        jets = events.FatJet
-        good = (jets.pt > PASS2_MIN_PT) & (abs(jets.eta) < 2.4)
-        idx = ak.local_index(jets, axis=1)[good]
+        idx = self.selected(events)
         ds = events.metadata["dataset"]
         scores = self.varied.lookup_jagged(
             ds, events.run, events.luminosityBlock, events.event, idx
@@ -764,15 +769,7 @@ def test_one_sided_down_is_the_template_mirror_by_default(fileset, model):
     h = out["nested"]["templates"]
     assert list(h.axes["systematic"]) == [*v.systematics(), "fgsmDown"]
     for ds, spec in fileset.items():
-        with uproot.open(next(iter(spec["files"]))) as f:
-            a = f["Events"].arrays(["run", "luminosityBlock", "event", "genWeight", "FatJet_pt",
-                                    "FatJet_eta"])  # fmt: skip
-        good = (a.FatJet_pt > PASS2_MIN_PT) & (abs(a.FatJet_eta) < 2.4)
-        per_jet = {
-            k: ak.to_numpy(ak.flatten(ak.broadcast_arrays(a[k], a.FatJet_pt)[0][good]))
-            for k in ("run", "luminosityBlock", "event", "genWeight")
-        }
-        idx = ak.to_numpy(ak.flatten(ak.local_index(a.FatJet_pt, axis=1)[good]))
+        per_jet, idx = _file_jets(spec)
         rows = v.index_of(ds, per_jet["run"], per_jet["luminosityBlock"], per_jet["event"], idx)
         assert (rows >= 0).all()
 
