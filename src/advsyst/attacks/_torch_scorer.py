@@ -190,10 +190,10 @@ class _Hist:
             h.scatter_(1, a[sl, None], ha2[sl, None])
             h.scatter_(1, b[sl, None], hb2[sl, None])
             q = torch.where(h > 0.0, h / Tq2[sl, None], 0.0)
-            F = _f(self.P0[row[sl]], q)
-            S = torch.zeros(F.shape[0], dtype=torch.float64, device=row.device)
+            F = _f(self.P0[row[sl]], q).T.contiguous()  # (slots, Q): rows contiguous
+            S = torch.zeros(F.shape[1], dtype=torch.float64, device=row.device)
             for k in range(self.Ks):
-                S = S + F[:, k]
+                S += F[k]
             out[sl] = S
         return out
 
@@ -523,13 +523,22 @@ def _score_constrained(p, where, stats, budget, allow_inadmissible, g, Xe, T, ma
                     - hbq.clamp(min=0.0)
                     + hb2q.clamp(min=0.0)
                 )
-                pos = Tq2 > 0.0
-                Sq = torch.full_like(Tq2, torch.inf)
+                # the row sum depends on (pair, slot b) only: once per distinct pair
+                # (the kernel's per-row cache of the last slot does the same)
+                key = ix[0] * hist.Ks + bq
+                uk, inv = torch.unique(key, return_inverse=True)
+                first = torch.full_like(uk, len(key)).scatter_reduce(
+                    0, inv, torch.arange(len(key), device=dev), reduce="amin"
+                )
+                Tq2u = Tq2[first]
+                pos = Tq2u > 0.0
+                Su = torch.full_like(Tq2u, torch.inf)
                 if bool(pos.any()):
-                    Sq[pos] = hist.row_slow(
-                        rq[pos], aq[pos], bq[pos], ha2q[pos], hb2q[pos], Tq2[pos], max_elements
+                    fp = first[pos]
+                    Su[pos] = hist.row_slow(
+                        rq[fp], aq[fp], bq[fp], ha2q[fp], hb2q[fp], Tq2u[pos], max_elements
                     )
-                S = S.index_put(ix, Sq)
+                S = S.index_put(ix, Su[inv])
             bad = bad | (S > hist.lim[row])
             if rr == 0:
                 S0 = S
