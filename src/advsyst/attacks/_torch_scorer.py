@@ -50,7 +50,7 @@ import numpy as np
 
 from advsyst.errors import ConfigError, InputError
 
-__all__ = ["SCORERS", "resolve_scorer", "score_block_torch", "uniform_torch"]
+__all__ = ["SCORERS", "candidate_counts", "resolve_scorer", "score_block_torch", "uniform_torch"]
 
 #: the values of the ``scorer`` option of the sharded attack
 SCORERS = ("auto", "numba", "torch")
@@ -152,27 +152,39 @@ class _Hist:
         self.P0f = self.P0.reshape(-1)
 
     def slot(self, x, row):
-        """The kernel's ``_slot`` of ``x`` in histogram ``row`` (broadcast int64 tensors)."""
+        """The kernel's ``_slot`` of ``x`` in histogram ``row`` (int64 tensors that
+        broadcast, e.g. (P, C) values and (P, 1) rows)."""
         import torch
 
-        x, row = torch.broadcast_tensors(x, row)
         K = self.K[row]
         base = row * self.Ke
         e0 = self.edges[base]
         eK = self.edges[base + K]
         b = ((x - self.lo_e[row]) * self.inv_w[row]).to(torch.int64) + 1
         b = torch.minimum(torch.clamp(b, min=1), K)
+        base, K = torch.broadcast_tensors(base, K)
+        base, K = base.expand_as(b), K.expand_as(b)
         inside = (x >= e0) & (x < eK)
-        while True:
-            dec = inside & (b > 1) & (x < self.edges[base + b - 1])
-            if not bool(dec.any()):
-                break
-            b = b - dec.to(torch.int64)
-        while True:
-            inc = inside & (b < K) & (x >= self.edges[base + torch.minimum(b, K)])
-            if not bool(inc.any()):
-                break
-            b = b + inc.to(torch.int64)
+        # the estimate is the slot unless x lies beyond one of its two edges: the kernel's
+        # two walks, run only where one of them moves
+        fix = inside & (
+            ((b > 1) & (x < torch.take(self.edges, base + b - 1)))
+            | ((b < K) & (x >= torch.take(self.edges, base + b)))
+        )
+        if bool(fix.any()):
+            ix = torch.nonzero(fix, as_tuple=True)
+            xb, bb, Kb, bs = x.expand_as(b)[ix], b[ix], K[ix], base[ix]
+            while True:
+                dec = (bb > 1) & (xb < torch.take(self.edges, bs + bb - 1))
+                if not bool(dec.any()):
+                    break
+                bb = bb - dec.to(torch.int64)
+            while True:
+                inc = (bb < Kb) & (xb >= torch.take(self.edges, bs + bb))
+                if not bool(inc.any()):
+                    break
+                bb = bb + inc.to(torch.int64)
+            b = b.index_put(ix, bb)
         return torch.where(x < e0, 0, torch.where(x >= eK, torch.where(x == eK, K, K + 1), b))
 
     def row_slow(self, row, a, b, ha2, hb2, Tq2, max_elements: int):
@@ -337,6 +349,7 @@ def score_block_torch(
     device: Any = "cpu",
     ids: np.ndarray | None = None,
     max_elements: int | None = None,
+    top: int = 8,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score every movable feature of every event in ``events`` against the current state.
 
@@ -352,6 +365,11 @@ def score_block_torch(
     max_elements
         At most this many (pair, candidate) entries per chunk (default 2**20 on the CPU,
         2**24 on CUDA).
+    top
+        The extra histogram rows (binning-robust budget) are evaluated for the ``top`` best
+        candidates of each (event, feature) by own-binning JSD and correlation score, and
+        for every candidate where none of those is admissible (any ``top`` >= 1 gives the
+        same result; it only changes the work).
 
     Returns
     -------
@@ -424,14 +442,50 @@ def score_block_torch(
     co = torch.nonzero(reach & cons_p & (p.nc > 0)).squeeze(1)
     if len(co):
         _score_constrained(p.take(co), co, stats, budget, allow_inadmissible, g, Xe, T,
-                           max_elements, out_d, out_s)  # fmt: skip
+                           max_elements, out_d, out_s, max(1, int(top)))  # fmt: skip
     deltas[t_np, j_np] = out_d.cpu().numpy()
     status[t_np, j_np] = out_s.cpu().numpy()
     return deltas, status
 
 
+def candidate_counts(
+    X: np.ndarray,
+    cons: np.ndarray,
+    events: np.ndarray,
+    sign: np.ndarray,
+    movable: np.ndarray,
+    cand: tuple,
+    ids: np.ndarray | None = None,
+) -> tuple[int, int]:
+    """(candidate evaluations, event-features) of scoring ``events``: the number of
+    candidates the kernel enumerates, summed over the (event, feature) pairs of events in
+    the constraint set, and the number of movable pairs with a non-zero sign (for
+    throughput figures)."""
+    import torch
+
+    events = np.asarray(events, dtype=np.int64)
+    sign = np.asarray(sign, dtype=np.float64)
+    t_np, j_np = np.nonzero(np.asarray(movable)[events] & (sign != 0.0))
+    if len(t_np) == 0:
+        return 0, 0
+    lo, hi = cand[0], cand[1]
+    per_entry = lo.shape[0] > 1
+
+    def T(a, dt=torch.float64):
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=dt)
+
+    tt, jj = T(t_np, torch.int64), T(j_np, torch.int64)
+    ev = T(events if ids is None else ids, torch.int64)[tt]
+    p = _prepare_pairs(T(X[events]), T(lo[events] if per_entry else lo),
+                       T(hi[events] if per_entry else hi),
+                       tt, jj, tt if per_entry else torch.zeros_like(tt), ev, T(sign), cand, T,
+                       torch)  # fmt: skip
+    live = (p.dist > 0.0) & T(np.asarray(cons)[events], torch.bool)[tt]
+    return int(torch.where(live, p.nc.clamp(min=0), 0).sum()), len(t_np)
+
+
 def _score_constrained(p, where, stats, budget, allow_inadmissible, g, Xe, T, max_elements,
-                       out_d, out_s) -> None:  # fmt: skip
+                       out_d, out_s, top=8) -> None:  # fmt: skip
     import torch
 
     f64 = torch.float64
@@ -480,7 +534,65 @@ def _score_constrained(p, where, stats, budget, allow_inadmissible, g, Xe, T, ma
     fastA = (ha >= 0.0) & (ha2 >= 0.0)
     max_jsd2 = max_jsd * max_jsd
     maxF2 = (max_frob * norm0) ** 2 if mode == _MODE_CUMULATIVE else 0.5 * max_frob * max_frob
-    # --- candidates, in chunks of pairs with similar counts
+    lim0 = hist.lim[rows[:, 0]][:, None]
+
+    def row_sum(sel, rr, xn, live):
+        """Σf of histogram row ``rr`` of the pairs ``sel`` if their value became ``xn``
+        ((P, K) candidates; the O(slots) branch only where ``live``): the kernel's
+        ``_row_after``."""
+        row = rows[sel, rr][:, None]
+        ar = a[sel, rr][:, None]
+        wq = p.w[sel][:, None]
+        b = hist.slot(xn, row)
+        k = row * hist.Ks + b
+        hb = hist.Hf[k]
+        hb2 = hb + wq
+        S = base[sel, rr][:, None] + _f(hist.P0f[k], hb2 / Tq[sel, rr][:, None]) - hist.F1[k]
+        same = b == ar
+        S = torch.where(same, hist.Ssum[row], S)
+        slow = live & ~same & ~(fastA[sel, rr][:, None] & (hb >= 0.0) & (hb2 >= 0.0))
+        if bool(slow.any()):
+            ix = torch.nonzero(slow, as_tuple=True)
+            rq, aq, bq = row.expand_as(b)[ix], ar.expand_as(b)[ix], b[ix]
+            haq = ha[sel, rr][:, None].expand_as(b)[ix]
+            ha2q = ha2[sel, rr][:, None].expand_as(b)[ix]
+            hbq, hb2q = hb[ix], hb2[ix]
+            Tq2 = (
+                hist.Tq[rq]
+                - haq.clamp(min=0.0)
+                + ha2q.clamp(min=0.0)
+                - hbq.clamp(min=0.0)
+                + hb2q.clamp(min=0.0)
+            )
+            # the row sum depends on (pair, slot b) only: once per distinct pair (the
+            # kernel's per-row cache of the last slot does the same)
+            key = ix[0] * hist.Ks + bq
+            uk, inv = torch.unique(key, return_inverse=True)
+            first = torch.full_like(uk, len(key)).scatter_reduce(
+                0, inv, torch.arange(len(key), device=dev), reduce="amin"
+            )
+            Tq2u = Tq2[first]
+            pos = Tq2u > 0.0
+            Su = torch.full_like(Tq2u, torch.inf)
+            if bool(pos.any()):
+                fp = first[pos]
+                Su[pos] = hist.row_slow(
+                    rq[fp], aq[fp], bq[fp], ha2q[fp], hb2q[fp], Tq2u[pos], max_elements
+                )
+            S = S.index_put(ix, Su[inv])
+        return S, hist.lim[row]
+
+    def extra_rows_bad(sel, xn, live):
+        bad = torch.zeros_like(live)
+        for rr in range(1, R):
+            S, lim = row_sum(sel, rr, xn, live)
+            bad = bad | (S > lim)
+        return bad
+
+    # --- candidates, in chunks of pairs with similar counts.  The score needs the own
+    # binning (row 0) only; the extra rows of the binning-robust budget are checked for the
+    # best TOP candidates of each pair in (score, index) order, and for every candidate of
+    # the pairs where none of those is admissible (the kernel's choice either way)
     order = torch.argsort(p.nc, descending=True)
     nc_sorted = p.nc[order].cpu().numpy()
     s0 = 0
@@ -496,57 +608,9 @@ def _score_constrained(p, where, stats, budget, allow_inadmissible, g, Xe, T, ma
         live = torch.cumsum(stop.to(torch.int64), dim=1) == 0  # the kernel stops at a NaN
         delta = torch.where(live, delta, 0.0)
         xn = q.xj[:, None] + delta
-        wq = q.w[:, None]
-        bad = torch.zeros_like(live)
-        S0 = None
-        for rr in range(R):
-            row = rows[sel, rr][:, None]
-            ar = a[sel, rr][:, None]
-            b = hist.slot(xn, row)
-            k = row * hist.Ks + b
-            hb = hist.Hf[k]
-            hb2 = hb + wq
-            S = base[sel, rr][:, None] + _f(hist.P0f[k], hb2 / Tq[sel, rr][:, None]) - hist.F1[k]
-            same = b == ar
-            S = torch.where(same, hist.Ssum[row], S)
-            slow = live & ~same & ~(fastA[sel, rr][:, None] & (hb >= 0.0) & (hb2 >= 0.0))
-            if bool(slow.any()):
-                ix = torch.nonzero(slow, as_tuple=True)
-                rq, aq, bq = row.expand_as(b)[ix], ar.expand_as(b)[ix], b[ix]
-                haq = ha[sel, rr][:, None].expand_as(b)[ix]
-                ha2q = ha2[sel, rr][:, None].expand_as(b)[ix]
-                hbq, hb2q = hb[ix], hb2[ix]
-                Tq2 = (
-                    hist.Tq[rq]
-                    - haq.clamp(min=0.0)
-                    + ha2q.clamp(min=0.0)
-                    - hbq.clamp(min=0.0)
-                    + hb2q.clamp(min=0.0)
-                )
-                # the row sum depends on (pair, slot b) only: once per distinct pair
-                # (the kernel's per-row cache of the last slot does the same)
-                key = ix[0] * hist.Ks + bq
-                uk, inv = torch.unique(key, return_inverse=True)
-                first = torch.full_like(uk, len(key)).scatter_reduce(
-                    0, inv, torch.arange(len(key), device=dev), reduce="amin"
-                )
-                Tq2u = Tq2[first]
-                pos = Tq2u > 0.0
-                Su = torch.full_like(Tq2u, torch.inf)
-                if bool(pos.any()):
-                    fp = first[pos]
-                    Su[pos] = hist.row_slow(
-                        rq[fp], aq[fp], bq[fp], ha2q[fp], hb2q[fp], Tq2u[pos], max_elements
-                    )
-                S = S.index_put(ix, Su[inv])
-            bad = bad | (S > hist.lim[row])
-            if rr == 0:
-                S0 = S
-        jsd_ok = ~bad & ~(S0 > max_jsd2)
+        S0, _ = row_sum(sel, 0, xn, live)
+        jsd_ok0 = ~(S0 > lim0[sel]) & ~(S0 > max_jsd2)
         jsd = torch.sqrt(torch.where(S0 > 0.0, S0, 0.0))
-        consider = live & (delta != 0.0)
-        if not allow_inadmissible:
-            consider = consider & jsd_ok
         rq_ = r[sel][:, None]
         v = varj[sel][:, None] + 2.0 * delta * rq_ * dxj[sel][:, None]
         v = v + delta * delta * rq_ * (1.0 - rq_)
@@ -561,12 +625,31 @@ def _score_constrained(p, where, stats, budget, allow_inadmissible, g, Xe, T, ma
             F2n = Rres[sel][:, None] + 2.0 * rs
             F2n = torch.where(F2n < 0.0, 0.0, F2n)
             corr_term = torch.sqrt(F2n) / norm0
-            ok = jsd_ok & (F2n <= maxF2)
+            corr_ok = F2n <= maxF2
         else:
             corr_term = torch.sqrt(2.0 * rs)
-            ok = jsd_ok & (rs <= maxF2)
+            corr_ok = rs <= maxF2
         sc = alpha * jsd + beta * corr_term
-        best_d, found = _first_min(torch.where(consider & ok, sc, torch.inf), delta)
+        consider = live & (delta != 0.0)
+        key = torch.where(consider & jsd_ok0 & corr_ok, sc, torch.inf)
+        if R == 1:
+            best_d, found = _first_min(key, delta)
+        else:
+            kt = min(top, C)
+            o = torch.argsort(key, dim=1, stable=True)[:, :kt]
+            lt = torch.gather(key, 1, o) < torch.inf
+            adm = lt & ~extra_rows_bad(sel, torch.gather(xn, 1, o), lt)
+            found = adm.any(dim=1)
+            ia = torch.where(adm, torch.arange(kt, device=dev)[None, :], kt).min(dim=1).values
+            pick = torch.gather(o, 1, ia.clamp(max=kt - 1)[:, None])
+            best_d = torch.gather(delta, 1, pick)[:, 0]
+            rest = torch.nonzero(~found & ((key < torch.inf).sum(dim=1) > kt)).squeeze(1)
+            if len(rest):
+                lr = live[rest]
+                bad = extra_rows_bad(sel[rest], xn[rest], lr & (key[rest] < torch.inf))
+                d2, f2 = _first_min(torch.where(bad, torch.inf, key[rest]), delta[rest])
+                best_d[rest] = d2
+                found[rest] = f2
         res_d = torch.where(found, best_d, 0.0)
         res_s = found.to(torch.int8)
         if allow_inadmissible:
