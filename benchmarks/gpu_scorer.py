@@ -160,10 +160,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                   s["cand"], k2, s["budget"], True)  # fmt: skip
     t_ap = time.perf_counter() - t0
     moves = int((X2 != s["X"]).sum())
-    log(f"commit (numba apply_block, sequential): {moves} moves ({int(undone)} undone) in "
-        f"{t_ap:.3f} s = {moves / t_ap:.3g} moves/s")  # fmt: skip
+    props = int((sn != 0).sum())
+    log(f"commit (numba apply_block, sequential): {props} proposals, {int(undone)} undone "
+        f"(each undo re-scores that feature against the current state), {moves} entries "
+        f"moved, in {t_ap:.3f} s = {props / t_ap:.3g} proposals/s, {moves / t_ap:.3g} "
+        "moves/s")  # fmt: skip
     return {"rows": rows, "evals": evals, "pairs": pairs, "moves": moves, "commit_s": t_ap,
-            "undone": int(undone), "same_choices_torch_cpu": same == 0}  # fmt: skip
+            "proposals": props, "undone": int(undone),
+            "same_choices_torch_cpu": same == 0}  # fmt: skip
 
 
 def implications(res: dict[str, Any]) -> list[str]:
@@ -188,6 +192,9 @@ def implications(res: dict[str, Any]) -> list[str]:
     out += [
         f"  commit at the numba rate measured here ({commit_rate:.3g} moves/s, one CPU thread, "
         f"with the robust rows): {t_commit:,.0f} s for {moves:.1e} moves",
+        f"  (of the {res['proposals']} proposals here {res['undone']} were undone and "
+        "re-scored by the commit, which is what makes it slow in a state at its limits; in "
+        "a state far from its limits the commit is faster, see benchmarks/sharded_attack.py)",
         "  Assumptions: the per-candidate cost at n=1e6 equals the cost at this n (it does "
         "not depend on n: O(R) per candidate, O(d) per pair); the commit rate per move does "
         "not depend on n either; in a real attack fewer moves are accepted than entries "
@@ -232,7 +239,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             print(f"| {r['scorer']} | - | - | - | {r['note']} |")
     print(f"| commit: numba apply_block (sequential) | {res['commit_s']:.3f} | - | - | "
-          f"{res['moves']} moves = {res['moves'] / res['commit_s']:.3g} moves/s |")  # fmt: skip
+          f"{res['proposals']} proposals ({res['undone']} undone and re-scored), "
+          f"{res['moves']} entries moved: {res['proposals'] / res['commit_s']:.3g} "
+          f"proposals/s, {res['moves'] / res['commit_s']:.3g} moves/s |")  # fmt: skip
     print()
     lines = implications(res)
     print("\n".join(lines))

@@ -7,6 +7,7 @@ blocks against the numba path."""
 from __future__ import annotations
 
 import copy
+import json
 
 import numba
 import numpy as np
@@ -258,3 +259,44 @@ def test_sharded_attack_with_torch_scorer_equals_single_process():
     assert res.provenance["sharded"]["scorers"] == ["torch:cpu", "torch:cpu"]
     assert (ref.X_adv != X).any()
     np.testing.assert_array_equal(res.X_adv, ref.X_adv)
+
+
+def test_cli_scorer_option(tmp_path, capsys):
+    """``advsyst attack --scorer torch`` on a cluster: recorded in report.json, same X_adv as
+    the single-process attack; without a cluster it is a clear error."""
+    distributed = pytest.importorskip("distributed")
+    from advsyst.cli import main as advsyst_main
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 4))
+    X[:, 1] += 0.5 * X[:, 0]
+    net = torch.nn.Sequential(torch.nn.Linear(4, 1), torch.nn.Sigmoid())
+    with torch.no_grad():
+        net[0].weight[:] = torch.tensor([[1.5, 0.0, 0.0, -1.5]])
+        net[0].bias.zero_()
+    torch.jit.script(net.eval()).save(str(tmp_path / "model.pt"))
+    np.savez(tmp_path / "data.npz", X=X)
+    (tmp_path / "cfg.yaml").write_text(
+        "min_change: 0.01\nstep: 0.02\nnum_bins: 20\nn_iterations: 2\nblock_size: 100\n"
+        "robust_bootstrap: 20\nprogress: false\n"
+    )
+    args = ["attack", "--model", str(tmp_path / "model.pt"), "--data",
+            str(tmp_path / "data.npz"), "--config", str(tmp_path / "cfg.yaml"),
+            "--scan-bootstrap", "0"]  # fmt: skip
+    assert advsyst_main([*args, "--out", str(tmp_path / "one"), "--scorer", "torch"]) == 2
+    assert "--scorer chooses the candidate scorer of the sharded attack" in capsys.readouterr().err
+    assert advsyst_main([*args, "--out", str(tmp_path / "one")]) == 0
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        rc = advsyst_main([*args, "--out", str(tmp_path / "sh"), "--scheduler",
+                           cluster.scheduler_address, "--scorer", "torch"])  # fmt: skip
+    assert rc == 0
+    report = json.loads((tmp_path / "sh" / "report.json").read_text())
+    assert report["sharded"]["scorers"] == ["torch:cpu", "torch:cpu"]
+    with (
+        np.load(tmp_path / "one" / "adversarial.npz") as a,
+        np.load(tmp_path / "sh" / "adversarial.npz") as b,
+    ):
+        assert (a["X_adv"] != X).any()
+        np.testing.assert_array_equal(b["X_adv"], a["X_adv"])

@@ -7,7 +7,10 @@ the kernels' argument tuples (``cand``, ``budget``, ``stats``), the two fast-pat
 :func:`advsyst.attacks._kernels.score_block` (parallel scoring of a block against a snapshot)
 and :func:`advsyst.attacks._kernels.apply_block` (the sequential exact commit with the budget
 re-check), called through :func:`advsyst.attacks._jit.call`, and the state of the
-constraint set.  When the engine changes, only this file needs re-pointing.
+constraint set.  The scoring may instead run through the kernel's torch port
+:func:`advsyst.attacks._torch_scorer.score_block_torch` (``scorer="torch"``, on CUDA where
+a worker has a GPU), which picks the same moves.  When the engine changes, only this file
+(and the torch port) needs re-pointing.
 
 Setup on the union
 ------------------
