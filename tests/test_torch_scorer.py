@@ -300,3 +300,26 @@ def test_cli_scorer_option(tmp_path, capsys):
     ):
         assert (a["X_adv"] != X).any()
         np.testing.assert_array_equal(b["X_adv"], a["X_adv"])
+
+
+def test_benchmark_runs_and_agrees(tmp_path, capsys):
+    """benchmarks/gpu_scorer.py at a tiny size: its table, and the same choices."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bdir = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bdir))
+    try:
+        spec = importlib.util.spec_from_file_location("gpu_scorer_bench", bdir / "gpu_scorer.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        out = tmp_path / "b.json"
+        res = mod.main(["--n", "800", "--d", "5", "--bins", "20", "--events", "64",
+                        "--robust-bootstrap", "10", "--repeats", "1", "--json", str(out)])  # fmt: skip
+    finally:
+        sys.path.remove(str(bdir))
+    text = capsys.readouterr().out
+    assert "| torch CPU |" in text and "needs 1.50e+09 candidate evaluations/s" in text
+    assert res["same_choices_torch_cpu"] and res["evals"] > 0 and res["proposals"] > 0
+    assert json.loads(out.read_text())["pairs"] == res["pairs"]
