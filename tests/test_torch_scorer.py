@@ -52,7 +52,8 @@ def _problem(budget="cumulative", extra=None, seed=0):
     cm[: N // 10] = False  # events outside the constraint set
     names = [str(j) for j in range(D)]
     setup, state, w, cm = G.global_setup(cfg, X, None, w, np.ones(N, bool), cm, names)
-    assert len(setup.extra) == 20 and setup.discrete[DISC]
+    assert len(setup.extra) == (0 if cfg.robust_binnings is None else 20)
+    assert setup.discrete[DISC]
     lo, hi, _ = G.shard_bounds(cfg, setup, X)
     assert lo.shape == (N, D)
     cand, bud, allow = G.kernel_tuples(cfg, setup, 3, state.norm0, lo, hi)
@@ -122,6 +123,16 @@ def test_same_choice_as_numba_everywhere(budget, extra):
     moved = sn[:, DISC] == 1
     landed = p["X"][p["events"][moved], DISC] + dn[moved, DISC]
     assert np.isin(landed, sup).all()
+
+
+@pytest.mark.parametrize("budget", ["cumulative", "per_change"])
+def test_same_choice_with_the_own_binning_only(budget):
+    p = _problem(budget, {"robust_binnings": None}, seed=4)
+    assert p["state"].kernel_args()[0].shape[0] == D  # one histogram row per feature
+    (dn, sn), (dt, st) = _both(p)
+    np.testing.assert_array_equal(st, sn)
+    np.testing.assert_array_equal(dt, dn)
+    assert (sn[p["cm"][p["events"]]] == 1).sum() > 100
 
 
 def test_ids_seed_the_draws_and_rows_index_the_bounds():
