@@ -97,13 +97,13 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     # compile (or load) the kernels on a throw-away copy
     Xw, kw = X.copy(), copy.deepcopy(state).kernel_args()
     few = order[:16]
-    dl, stt = call(K.score_block, Xw, w, cm, few, sign[few], mov, cand, kw, budget, allow)
+    dl, stt = G.score(Xw, w, cm, few, sign[few], mov, cand, kw, budget, allow, scorer="numba")
     call(K.apply_block, Xw, w, cm, few, sign[few], dl, stt, cand, kw, budget, True)
     ka = state.kernel_args()
     Xm = X.copy()
     first = order[: args.events]
     t0 = time.perf_counter()
-    dl, stt = call(K.score_block, Xm, w, cm, first, sign[first], mov, cand, ka, budget, allow)
+    dl, stt = G.score(Xm, w, cm, first, sign[first], mov, cand, ka, budget, allow, scorer="numba")
     t1 = time.perf_counter()
     und = call(K.apply_block, Xm, w, cm, first, sign[first], dl, stt, cand, ka, budget, True)
     t2 = time.perf_counter()
@@ -150,7 +150,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         log(f"{name}: " + (f"{sec:.3f} s, {evals / sec:.3g} candidate evaluations/s, "
                            f"{pairs / sec:.3g} event-features/s {note}" if sec else note))  # fmt: skip
 
-    t_nb, (dn, sn) = timed(lambda: call(K.score_block, *a), args.repeats)
+    t_nb, (dn, sn) = timed(lambda: G.score(*a, scorer="numba"), args.repeats)
     row(f"numba CPU ({torch.get_num_threads()} threads)", t_nb)
     t_tc, (dt, stt) = timed(lambda: score_block_torch(*a, device="cpu"), args.repeats)
     same = int(((dt != dn) | (stt != sn)).sum())

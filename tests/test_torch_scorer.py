@@ -74,7 +74,7 @@ def _problem(budget="cumulative", extra=None, seed=0):
 def _both(p, **kw):
     args = (p["X"], p["w"], p["cm"], p["events"], p["sign"], p["mov"], p["cand"],
             p["state"].kernel_args(), p["budget"], p["allow"])  # fmt: skip
-    want = call(K.score_block, *args)
+    want = G.score(*args, scorer="numba")
     got = score_block_torch(*args, **kw)
     return want, got
 
@@ -117,7 +117,7 @@ def test_same_choice_as_numba_everywhere(budget, extra):
         ka[5][2, D:] = np.inf
         args = (p["X"], p["w"], p["cm"], p["events"], p["sign"], p["mov"], p["cand"],
                 tuple(ka), p["budget"], p["allow"])  # fmt: skip
-        d_free, s_free = call(K.score_block, *args)
+        d_free, s_free = G.score(*args, scorer="numba")
         assert ((d_free != dn) | (s_free != sn)).sum() > 100
     sup = p["setup"].sup[DISC]
     moved = sn[:, DISC] == 1
@@ -149,8 +149,8 @@ def test_ids_seed_the_draws_and_rows_index_the_bounds():
     X2, w2, c2, m2 = (np.empty_like(a) for a in (p["X"], p["w"], p["cm"], p["mov"]))
     X2[perm], w2[perm], c2[perm], m2[perm] = p["X"], p["w"], p["cm"], p["mov"]
     ka = p["state"].kernel_args()
-    dn, sn = call(K.score_block, X2, w2, c2, ids, p["sign"], m2, cand2, ka, p["budget"],
-                  p["allow"])  # fmt: skip
+    dn, sn = G.score(X2, w2, c2, ids, p["sign"], m2, cand2, ka, p["budget"], p["allow"],
+                     scorer="numba")  # fmt: skip
     args = (p["X"], p["w"], p["cm"], p["events"], p["sign"], p["mov"], p["cand"], ka,
             p["budget"], p["allow"])  # fmt: skip
     dt, st = score_block_torch(*args, ids=ids)
@@ -190,7 +190,7 @@ def _attack(p, scorer, block):
     for s in range(0, len(ev), block):
         e, g = ev[s : s + block], sg[s : s + block]
         deltas, status = G.score(X, p["w"], p["cm"], e, g, p["mov"], p["cand"], ka,
-                                 p["budget"], p["allow"], scorer)  # fmt: skip
+                                 p["budget"], p["allow"], scorer=scorer)  # fmt: skip
         undone += call(K.apply_block, X, p["w"], p["cm"], e, g, deltas, status, p["cand"], ka,
                        p["budget"], True)  # fmt: skip
     return X, state, undone
@@ -227,7 +227,7 @@ def test_bad_input_is_named():
     with pytest.raises(ConfigError, match="scorer must be one of"):
         resolve_scorer("cupy")
     with pytest.raises(ConfigError, match="scorer implementation"):
-        G.score(*base, "cupy")
+        G.score(*base, scorer="cupy")
 
 
 def test_auto_is_torch_on_cuda_only(monkeypatch):
