@@ -111,6 +111,11 @@ def run(args: argparse.Namespace) -> int:
 
     if wants_sharded(args):
         return run_sharded(args)
+    if getattr(args, "scorer", None) is not None:
+        raise InputError(
+            "--scorer chooses the candidate scorer of the sharded attack: add --workers N or "
+            "--scheduler ADDRESS (the single-process attack always scores with numba)"
+        )
     cfg = load_config(args.config)
     if args.device:
         cfg["device"] = args.device

@@ -7,7 +7,10 @@ the kernels' argument tuples (``cand``, ``budget``, ``stats``), the two fast-pat
 :func:`advsyst.attacks._kernels.score_block` (parallel scoring of a block against a snapshot)
 and :func:`advsyst.attacks._kernels.apply_block` (the sequential exact commit with the budget
 re-check), called through :func:`advsyst.attacks._jit.call`, and the state of the
-constraint set.  When the engine changes, only this file needs re-pointing.
+constraint set.  The scoring may instead run through the kernel's torch port
+:func:`advsyst.attacks._torch_scorer.score_block_torch` (``scorer="torch"``, on CUDA where
+a worker has a GPU), which picks the same moves.  When the engine changes, only this file
+(and the torch port) needs re-pointing.
 
 Setup on the union
 ------------------
@@ -51,6 +54,7 @@ import numpy as np
 
 from advsyst.attacks import _kernels as K
 from advsyst.attacks._jit import call
+from advsyst.attacks._torch_scorer import SCORERS, resolve_scorer
 from advsyst.attacks.config import ConservAttackConfig
 from advsyst.attacks.conservattack import (
     ConservAttack,
@@ -73,6 +77,8 @@ __all__ = [
     "shard_bounds",
     "movable_mask",
     "kernel_tuples",
+    "SCORERS",
+    "resolve_scorer",
     "score",
     "commit",
     "ReducedState",
@@ -221,8 +227,23 @@ def kernel_tuples(cfg: ConservAttackConfig, setup: Setup, it: int, norm0: float,
     return cand, budget, allow_inadmissible
 
 
-def score(X, w, cons, events, sign, movable, cand, stats, budget, allow_inadmissible):
-    """:func:`~advsyst.attacks._kernels.score_block`: (deltas, status) of ``events``."""
+def score(
+    X, w, cons, events, sign, movable, cand, stats, budget, allow_inadmissible,
+    scorer="numba", device="cpu",
+):  # fmt: skip
+    """(deltas, status) of ``events``: :func:`~advsyst.attacks._kernels.score_block`
+    (``scorer="numba"``) or its torch port
+    :func:`~advsyst.attacks._torch_scorer.score_block_torch` on ``device``
+    (``scorer="torch"``); :func:`resolve_scorer` turns the user's option into this pair."""
+    if scorer == "torch":
+        from advsyst.attacks._torch_scorer import score_block_torch
+
+        return score_block_torch(
+            X, w, cons, events, sign, movable, cand, stats, budget, allow_inadmissible,
+            device=device,
+        )  # fmt: skip
+    if scorer != "numba":
+        raise ConfigError(f"scorer implementation must be 'numba' or 'torch', got {scorer!r}")
     return call(
         K.score_block, X, w, cons, events, sign, movable, cand, stats, budget, allow_inadmissible
     )

@@ -33,6 +33,12 @@ def add_sharded_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shards", type=int, metavar="S", help="number of shards (default: workers)")
     g.add_argument("--checkpoint", metavar="DIR", help="checkpoint after every round into DIR")
     g.add_argument("--resume", metavar="DIR", help="resume the run checkpointed in DIR")
+    g.add_argument(
+        "--scorer",
+        choices=("auto", "numba", "torch"),
+        help="candidate scoring on the workers: numba (CPU), torch (CUDA where the worker has a "
+        "GPU, else CPU), auto (default: torch on CUDA where the worker has a GPU, else numba)",
+    )
 
 
 def wants_sharded(args: argparse.Namespace) -> bool:
@@ -105,6 +111,7 @@ def run_sharded(args: argparse.Namespace) -> int:
             n_shards=args.shards,
             checkpoint_dir=args.resume or args.checkpoint,
             resume=args.resume is not None,
+            scorer=getattr(args, "scorer", None) or "auto",
         )
     finally:
         client.close()

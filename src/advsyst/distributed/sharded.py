@@ -92,8 +92,12 @@ def _nbytes(obj: Any) -> int:
 class _Coordinator:
     """The client-side driver: shards, state, move log, checkpoints and recovery."""
 
-    def __init__(self, client, sources, model, cfg, checkpoint_dir, resume, max_rebuilds, callback):
+    def __init__(
+        self, client, sources, model, cfg, checkpoint_dir, resume, max_rebuilds, callback,
+        scorer="auto",
+    ):  # fmt: skip
         self.client = client
+        self.scorer = scorer
         self.callback = callback
         self.sources = sources
         self.cfg = cfg
@@ -147,6 +151,7 @@ class _Coordinator:
             self.payload,
             self.cfg.to_dict(),
             self._device(),
+            scorer=self.scorer,
             actor=True,
             workers=[addr],
             pure=False,
@@ -650,6 +655,7 @@ def sharded_attack(
     resume: bool = False,
     max_rebuilds: int = 3,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    scorer: str = "auto",
     **overrides: Any,
 ) -> AttackResult:
     """CONSERVAttack with the events sharded over the workers of ``client``.
@@ -683,6 +689,12 @@ def sharded_attack(
     callback
         Called after every round (once its checkpoint is written) with ``{"iteration",
         "round", "n_rounds", "shards": [{"worker", "pid"}, ...]}``, e.g. for monitoring.
+    scorer
+        Candidate scoring on the workers: ``"numba"`` (the CPU kernel), ``"torch"``
+        (:func:`advsyst.attacks._torch_scorer.score_block_torch`, on CUDA where the worker
+        sees a GPU, else on its CPU) or ``"auto"`` (torch on CUDA where the worker sees a
+        GPU, else numba).  Both pick the same moves (up to the last bit of ``log`` at exact
+        ties; see that module); ``provenance["sharded"]["scorers"]`` records what ran.
 
     Returns
     -------
@@ -695,6 +707,8 @@ def sharded_attack(
         config = config.to_dict()
     cfg = ConservAttackConfig.from_dict(config or {}, **overrides)
     G.check_supported(cfg)
+    if scorer not in G.SCORERS:
+        raise ConfigError(f"scorer must be one of {G.SCORERS}, got {scorer!r}")
     if resume and checkpoint_dir is None:
         raise InputError("resume=True needs checkpoint_dir")
     if n_shards is None:
@@ -709,7 +723,9 @@ def sharded_attack(
     sources, layout = _sources(
         X_or_shards, y, weights, attack_mask, constraint_mask, n_shards, movable
     )
-    co = _Coordinator(client, sources, model, cfg, checkpoint_dir, resume, max_rebuilds, callback)
+    co = _Coordinator(
+        client, sources, model, cfg, checkpoint_dir, resume, max_rebuilds, callback, scorer
+    )
     co.history, co.best_fr, co.best_it, co.it = [], 0.0, 0, 1
     infos = co.start_shards()
     co.setup(infos, list(feature_names) if feature_names is not None else None, layout)
@@ -756,6 +772,7 @@ def sharded_attack(
         "layout": layout,
         "workers": co.where,
         "devices": devices,
+        "scorers": [inf["scorer"] for inf in infos],
         "sources": [s.describe() for s in sources],
         "fingerprints": co.fingerprints,
         "rebuilds": co.rebuilds,

@@ -103,6 +103,7 @@ class ShardActor:
         payload: tuple[str, Any],
         config: dict[str, Any],
         device: str = "cpu",
+        scorer: str = "numba",
     ):
         from advsyst.attacks.model import resolve_device
         from advsyst.distributed.attack import deserialize_model
@@ -110,6 +111,8 @@ class ShardActor:
         self.shard_id, self.n_shards, self.source = shard_id, n_shards, source
         self.cfg = ConservAttackConfig.from_dict(config)
         self.device = str(resolve_device(device))  # "auto": CUDA when this worker has it
+        # candidate scoring: numba, or torch on CUDA when this worker sees a GPU ("auto")
+        self.scorer, self.scorer_device = G.resolve_scorer(scorer)
         self.model = deserialize_model(payload, self.device)
         self._load()
 
@@ -138,6 +141,7 @@ class ShardActor:
             "d": self.d,
             "fingerprint": self.fp,
             "device": self.device,
+            "scorer": f"{self.scorer}:{self.scorer_device}",
             "pid": os.getpid(),
         }
 
@@ -222,8 +226,9 @@ class ShardActor:
         ev = self.events[pos]
         sign = self.sign[pos]
         deltas, status = G.score(
-            self.X, self.w, self.cm, ev, sign, self.movable, cand, stats, budget, allow
-        )
+            self.X, self.w, self.cm, ev, sign, self.movable, cand, stats, budget, allow,
+            self.scorer, self.scorer_device,
+        )  # fmt: skip
         idx = np.nonzero((status != 0).any(axis=1))[0]
         rows = ev[idx]
         out = {}
