@@ -21,17 +21,15 @@ bootstrap needs the whole constraint set) and ``_State`` itself for the clean st
 per-entry envelope bounds are computed on each shard for its own rows
 (``ConservAttack._envelope`` is row-wise) and travel with the proposals to the commit.
 
-Restriction (and the engine change that lifts it)
--------------------------------------------------
-``score_block``/``apply_block`` use the event index ``i`` both as the row of ``X`` and as the
-seed id of the per-event random draws (``randomize_step`` and ``num_candidates`` use
-``_uniform(seed, it, i, j, ...)``).  On a shard, or on the coordinator's compact block, the
-row is not the global event index, so configurations whose draws depend on the seed id are
-refused with :class:`UnsupportedBySharding`.  The engine change that lifts it: give
-``score_block`` and ``apply_block`` an ``ids`` array (default ``events``) and pass ``ids[t]``
-instead of ``i`` as the ``ev`` argument of ``score_feature`` (two call sites), then pass the
-global event ids from here.  (Per-entry bounds are indexed by the row, which is right on
-both sides: the shard's own rows, and the block's rows shipped with the proposals.)
+Seeded draws
+------------
+``randomize_step`` and ``num_candidates`` draw per (seed, iteration, event id, feature).
+The kernels take the event ids apart from the rows (``ids``, one per row of ``X``): the
+single process passes ``arange(n)``; a shard passes its rows' global ids ``local row · S +
+shard`` (the coordinator's order key, the global row for an in-memory ``X`` split
+round-robin) and the commit the ids of the block's events, so the draws are those of the
+single-process run.  (Per-entry bounds are indexed by the row, which is right on both
+sides: the shard's own rows, and the block's rows shipped with the proposals.)
 
 After every iteration the state is resynchronised from per-shard partial sums
 (:class:`ReducedState`, a ``_State`` whose ``_histograms``/``_moments`` read the sums):
@@ -93,19 +91,21 @@ def check_supported(cfg: ConservAttackConfig) -> None:
     """Raise :class:`UnsupportedBySharding` (a ``NotImplementedError``) for configurations
     the sharded path cannot run."""
     why = []
-    if cfg.randomize_step:
-        why.append("randomize_step=True (per-event draws are seeded by the event index)")
-    if cfg.num_candidates:
-        why.append("num_candidates (random candidates are seeded by the event index)")
     if cfg.use_disco:
-        why.append("use_disco=True (the distance-correlation tracker needs every event)")
-    if cfg.method != "fast":
-        why.append("method='exact' (the sequential oracle has no blocks to distribute)")
-    if why:
-        raise UnsupportedBySharding(
-            "the sharded attack does not support " + "; ".join(why) + ". Run ConservAttack "
-            "on one machine for these settings (see advsyst.distributed._engine_glue)."
+        why.append(
+            "use_disco=True (the distance-correlation tracker holds an O(m^2) distance matrix "
+            "of a subsample of every event and updates it move by move; run ConservAttack on "
+            "one machine)"
         )
+    if cfg.method != "fast":
+        why.append(
+            "method='exact' (the sequential oracle scores each feature against the state "
+            "left by every earlier move: one event per round, nothing to distribute); use "
+            "method='fast' with the same budget: every move is still re-checked against the "
+            "exact global state when it is applied, so the budgets hold exactly"
+        )
+    if why:
+        raise UnsupportedBySharding("the sharded attack does not support " + "; ".join(why))
 
 
 def make_adapter(model: Any, d: int, cfg: ConservAttackConfig, device: str) -> ModelAdapter:
@@ -221,21 +221,21 @@ def kernel_tuples(cfg: ConservAttackConfig, setup: Setup, it: int, norm0: float,
     return cand, budget, allow_inadmissible
 
 
-def score(X, w, cons, events, sign, movable, cand, stats, budget, allow_inadmissible):
-    """:func:`~advsyst.attacks._kernels.score_block`: (deltas, status) of ``events``."""
-    return call(
-        K.score_block, X, w, cons, events, sign, movable, cand, stats, budget, allow_inadmissible
-    )
+def score(X, w, cons, events, sign, movable, cand, stats, budget, allow_inadmissible, ids):
+    """:func:`~advsyst.attacks._kernels.score_block`: (deltas, status) of ``events`` (rows
+    of ``X``); ``ids`` (one per row of ``X``) the global event ids seeding the draws."""
+    return call(K.score_block, X, w, cons, events, ids, sign, movable, cand, stats, budget,
+                allow_inadmissible)  # fmt: skip
 
 
-def commit(X, w, cons, sign, deltas, status, cand, stats, budget) -> int:
+def commit(X, w, cons, sign, deltas, status, cand, stats, budget, ids) -> int:
     """:func:`~advsyst.attacks._kernels.apply_block` on a compact block: row ``t`` of ``X``
-    (and of per-entry bounds in ``cand``) is the ``t``-th event of the block; returns the
-    number of undone moves."""
+    (and of per-entry bounds in ``cand``) is the ``t``-th event of the block, ``ids[t]`` its
+    global event id (seeds the re-scoring's draws); returns the number of undone moves."""
     events = np.arange(len(X), dtype=np.int64)
-    return int(
-        call(K.apply_block, X, w, cons, events, sign, deltas, status, cand, stats, budget, True)
-    )
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    return int(call(K.apply_block, X, w, cons, events, ids, sign, deltas, status, cand, stats,
+                    budget, True))  # fmt: skip
 
 
 # --------------------------------------------------------------------------- state

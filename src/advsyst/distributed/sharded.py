@@ -466,7 +466,7 @@ class _Coordinator:
             tc = time.perf_counter()
             undone += G.commit(
                 Xb, cat["w"], cat["cons"], cat["sign"], cat["deltas"], cat["status"],
-                cand, self.state.kernel_args(), budget,
+                cand, self.state.kernel_args(), budget, cat["rows"] * self.S + src,
             )  # fmt: skip
             self.timing["commit"] += time.perf_counter() - tc
             t, j = np.nonzero(Xb != before)

@@ -126,6 +126,8 @@ class ShardActor:
         self.X0, self.y, self.w, self.am, self.cm = X, y, w, am, cm
         self.X = X.copy()
         self.n, self.d = X.shape
+        # global event ids (the coordinator's order key; seed the per-event draws)
+        self.ids = np.arange(self.n, dtype=np.int64) * self.n_shards + self.shard_id
         self.adapter = G.make_adapter(self.model, self.d, self.cfg, self.device)
         self.sign = np.zeros((0, self.d))
         self.events = np.zeros(0, dtype=np.int64)
@@ -222,7 +224,7 @@ class ShardActor:
         ev = self.events[pos]
         sign = self.sign[pos]
         deltas, status = G.score(
-            self.X, self.w, self.cm, ev, sign, self.movable, cand, stats, budget, allow
+            self.X, self.w, self.cm, ev, sign, self.movable, cand, stats, budget, allow, self.ids
         )
         idx = np.nonzero((status != 0).any(axis=1))[0]
         rows = ev[idx]
