@@ -9,17 +9,32 @@ and :func:`advsyst.attacks._kernels.apply_block` (the sequential exact commit wi
 re-check), called through :func:`advsyst.attacks._jit.call`, and the state of the
 constraint set.  When the engine changes, only this file needs re-pointing.
 
-Setup on the union
-------------------
-The clean data are gathered on the coordinator once, at setup (the coordinator gathers the
-clean and adversarial rows at the end anyway, for the from-scratch recheck), and the
-engine's own functions run on them in the global event order: ``ConservAttack._prepare``
-(global checks: constraint-set size, positive totals of signed weights),
-``ConservAttack._feature_setup`` (constant and discrete features, bounds, steps),
-``ConservAttack._robust_rows`` (the extra binnings and their resolution-based limits; the
-bootstrap needs the whole constraint set) and ``_State`` itself for the clean state.  The
-per-entry envelope bounds are computed on each shard for its own rows
-(``ConservAttack._envelope`` is row-wise) and travel with the proposals to the commit.
+Setup from per-shard reductions
+-------------------------------
+The clean events never travel to the coordinator.  The setup of :meth:`ConservAttack.run`
+runs on reductions the shards compute, in two round trips whose size does not depend on
+the number of events:
+
+1. :func:`shard_summary`: the sums the global checks read (``_set_sums``: constraint-set
+   size and the totals of the signed weights), Σw·x, the minimum and maximum of every
+   feature over the constraint set (the attack's binning) and over every event (the
+   bounds), and each feature's distinct values up to ``max_discrete_values`` (discrete
+   supports; None beyond).  :func:`setup_from_summaries` merges them (the supports by
+   union), checks (``_check_sets``), builds the binning and the extra binnings of the
+   binning-robust budget (``ConservAttack._robust_binnings``) and asks for
+2. :func:`shard_clean_stats`: Σw·(x−mean)(x−mean)ᵀ at the global mean and the stacked
+   clean histograms of Σw (and of Σw², when the robust limits need the bootstrap
+   resolution: ``resolution_from_histograms`` works on the summed histograms alone) at
+   every tracked binning.
+
+From these, ``ConservAttack._features_from`` (constant and discrete features, bounds,
+steps), ``ConservAttack._robust_limits`` and :class:`ReducedState` (the clean state) run
+as on one machine.  Minima, maxima and distinct values are exact; the histograms are
+exact for integer weights; the moments differ from the single-array sums by
+floating-point reassociation only.  The per-entry envelope bounds are computed on each
+shard for its own rows (``ConservAttack._envelope`` is row-wise) and travel with the
+proposals to the commit.  (The result, :class:`~advsyst.attacks.result.AttackResult` with
+``X_adv``, and the from-scratch recheck of the budgets still gather the rows at the end.)
 
 Seeded draws
 ------------
@@ -53,8 +68,11 @@ from advsyst.attacks.config import ConservAttackConfig
 from advsyst.attacks.conservattack import (
     ConservAttack,
     _bool_mask,
+    _check_sets,
+    _distinct_values,
     _integer_labels,
     _movable_mask,
+    _set_sums,
     _State,
 )
 from advsyst.attacks.model import ModelAdapter, as_adapter
@@ -67,7 +85,9 @@ __all__ = [
     "check_supported",
     "make_adapter",
     "validate_shard",
-    "global_setup",
+    "shard_summary",
+    "shard_clean_stats",
+    "setup_from_summaries",
     "shard_bounds",
     "movable_mask",
     "kernel_tuples",
@@ -167,27 +187,110 @@ class Setup:
 
     def layout(self) -> SimpleNamespace:
         """What ``_State._histograms`` reads besides the data (for :func:`partial_sums`)."""
-        binnings = [self.binning, *self.extra]
-        kmax = max(b.num_bins for b in binnings)
-        return SimpleNamespace(
-            binnings=binnings, d=self.binning.n_features, edges=np.empty((0, kmax + 1))
-        )
+        return _layout([self.binning, *self.extra])
 
 
-def global_setup(
-    cfg: ConservAttackConfig, X0, y, w, am, cm, names
-) -> tuple[Setup, ReducedState, np.ndarray, np.ndarray]:
-    """The engine's checks and setup on the union (global event order).  Returns the setup,
-    the clean state, and the (checked) weights and constraint mask of the union."""
+def _layout(binnings: list[FeatureBinning]) -> SimpleNamespace:
+    kmax = max(b.num_bins for b in binnings)
+    return SimpleNamespace(
+        binnings=binnings, d=binnings[0].n_features, edges=np.empty((0, kmax + 1))
+    )
+
+
+def shard_summary(X: np.ndarray, w: np.ndarray, am: np.ndarray, cm: np.ndarray,
+                  max_values: int) -> dict[str, Any]:  # fmt: skip
+    """One shard's first reductions for the setup (see the module docstring); its size is
+    O(d · max_values), whatever the number of events."""
+    Xc, wc = X[cm], w[cm]
+    d = X.shape[1]
+    inf = np.full(d, np.inf)
+
+    def ext(A, f, empty):
+        return f(A, axis=0) if len(A) else empty
+
+    return {
+        "sets": _set_sums(w, am, cm),
+        "swx": (wc[:, None] * Xc).sum(axis=0),
+        "ranges": (
+            ext(Xc, np.min, inf),
+            ext(Xc, np.max, -inf),
+            ext(X, np.min, inf),
+            ext(X, np.max, -inf),
+        ),  # fmt: skip
+        "values": _distinct_values(X, max_values),
+    }
+
+
+def shard_clean_stats(
+    X: np.ndarray, w: np.ndarray, cm: np.ndarray, mean: np.ndarray, layout, want_w2: bool
+) -> dict[str, np.ndarray]:
+    """One shard's second reductions: Σw·(x−mean)(x−mean)ᵀ and the stacked clean
+    histograms of Σw (and Σw² with ``want_w2``) at every binning of ``layout``."""
+    out = {"cov": partial_cov(X, w, cm, mean), "H": partial_sums(X, w, cm, layout)[0]}
+    if want_w2:
+        out["H2"] = partial_sums(X, w * w, cm, layout)[0]
+    return out
+
+
+def _merge_values(parts: list[list], max_values: int) -> list[np.ndarray | None]:
+    """Union of the shards' distinct values per feature (None beyond ``max_values``)."""
+    out: list[np.ndarray | None] = []
+    for per_shard in zip(*parts):
+        if any(u is None for u in per_shard):
+            out.append(None)
+            continue
+        u = np.unique(np.concatenate(per_shard))
+        out.append(u if len(u) <= max_values else None)
+    return out
+
+
+def setup_from_summaries(
+    cfg: ConservAttackConfig,
+    d: int,
+    summaries: list[dict[str, Any]],
+    names: list[str] | None,
+    clean_stats: Any,
+) -> tuple[Setup, ReducedState]:
+    """The engine's checks and setup from the shards' :func:`shard_summary` results;
+    ``clean_stats(mean, layout, want_w2)`` returns every shard's :func:`shard_clean_stats`.
+    Returns the setup and the clean state."""
     eng = ConservAttack(cfg)
-    X0, y, w, am, cm, names = eng._prepare(X0, y, w, am, cm, names)
-    frozen, kind, sup, discrete, valid, lo, hi, mc, st = eng._feature_setup(X0, w, cm, names)
-    binning = FeatureBinning.from_data(X0[cm], cfg.num_bins)
-    spec, extra, limits = eng._robust_rows(X0[cm], w[cm], binning)
+    names = _check_sets(d, _total([p["sets"] for p in summaries]), names)
+    W = float(_total([p["sets"] for p in summaries])[1])
+    swx = _total([p["swx"] for p in summaries])
+    mean = swx / W
+    rng = [p["ranges"] for p in summaries]
+    ranges = tuple(f([r[k] for r in rng], axis=0) for k, f in enumerate((np.min, np.max) * 2))
+    values = _merge_values([p["values"] for p in summaries], cfg.max_discrete_values)
+    # FeatureBinning.from_data on the constraint set: equal width over its [min, max]
+    binning = FeatureBinning.equal_width(ranges[0], ranges[1], cfg.num_bins)
+    spec, extra = eng._robust_binnings(binning)
+    want_w2 = eng._robust_needs_resolution(spec)
+    binnings = [binning, *extra]
+    stats = clean_stats(mean, _layout(binnings), want_w2)
+    covs = [s["cov"] for s in stats]
+    var = np.diag(_total(covs)) / W
+    frozen, kind, sup, discrete, valid, lo, hi, mc, st = eng._features_from(
+        var, ranges, values, names
+    )
+    H = _total([s["H"] for s in stats])
+    hists = None
+    if want_w2:
+        H2 = _total([s["H2"] for s in stats])
+        rows = [slice(r * d, (r + 1) * d) for r in range(len(binnings))]
+        hists = [(H[rr, : b.n_slots], H2[rr, : b.n_slots]) for rr, b in zip(rows, binnings)]
+    limits = eng._robust_limits(spec, hists, d)
     setup = Setup(frozen, kind, sup, discrete, valid, lo, hi, mc, st, binning, spec, extra,
                   limits, names)  # fmt: skip
-    state = ReducedState(X0, w, cm, binning, valid, extra, limits)
-    return setup, state, w, cm
+
+    def cov_fn(m: np.ndarray) -> list[np.ndarray]:
+        if not np.array_equal(m, mean):  # the clean state's mean is the one asked for
+            raise AssertionError("clean covariance asked at another mean")
+        return covs
+
+    state = ReducedState(Sums(H=H, swx=swx, cov_fn=cov_fn), np.array([W]), np.array([True]),
+                         binning, valid, extra, limits)  # fmt: skip
+    return setup, state
 
 
 def shard_bounds(cfg: ConservAttackConfig, setup: Setup, X0: np.ndarray):
@@ -273,8 +376,9 @@ def _total(parts: list) -> Any:
 
 
 class ReducedState(_State):
-    """``conservattack._State`` that can also resync from per-shard :class:`Sums` (built on
-    the union's clean data through ``_State.__init__`` itself)."""
+    """``conservattack._State`` that can also be built and resynced from per-shard
+    :class:`Sums` (``ReducedState(sums, [W], [True], binning, ...)``: ``_State.__init__``
+    itself with the constraint set's total weight ``W``)."""
 
     FIELDS = ("edges", "lo_e", "inv_w", "H0", "H", "hs", "Ssum", "mean", "cov", "sig",
               "Ccur", "C0", "valid", "F2")  # fmt: skip
@@ -285,7 +389,7 @@ class ReducedState(_State):
 
     def _histograms(self, src: Any) -> np.ndarray:
         if isinstance(src, Sums):
-            return src.H
+            return src.H.copy()  # the clean H0 and the tracked H must not share memory
         return super()._histograms(src)
 
     def _moments(self, src: Any) -> None:

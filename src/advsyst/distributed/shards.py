@@ -143,9 +143,13 @@ class ShardActor:
             "pid": os.getpid(),
         }
 
-    def clean(self) -> dict[str, Any]:
-        """The validated clean data (gathered once by the coordinator for the setup)."""
-        return {"X0": self.X0, "y": self.y, "w": self.w, "am": self.am, "cm": self.cm}
+    def summary(self) -> dict[str, Any]:
+        """The setup's first reductions of the clean data (:func:`G.shard_summary`)."""
+        return G.shard_summary(self.X0, self.w, self.am, self.cm, self.cfg.max_discrete_values)
+
+    def clean_stats(self, mean: np.ndarray, layout: Any, want_w2: bool) -> dict[str, Any]:
+        """The setup's second reductions (:func:`G.shard_clean_stats`)."""
+        return G.shard_clean_stats(self.X0, self.w, self.cm, mean, layout, want_w2)
 
     def setup(self, setup: G.Setup) -> None:
         """Movable mask, per-entry bounds, clean predictions and target."""
