@@ -145,7 +145,7 @@ def validate_shard(
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
     """The per-row checks of ``ConservAttack._prepare`` for one shard (the global ones -
     constraint-set size, positive totals of the signed weights - run on the union in
-    :func:`global_setup`)."""
+    :func:`setup_from_summaries`)."""
     X = check_finite(X, f"features X of {name}").copy()
     if X.ndim != 2:
         raise InputError(f"features X of {name} must be 2-D, got shape {X.shape}")
@@ -324,9 +324,12 @@ def kernel_tuples(cfg: ConservAttackConfig, setup: Setup, it: int, norm0: float,
     return cand, budget, allow_inadmissible
 
 
-def score(X, w, cons, events, sign, movable, cand, stats, budget, allow_inadmissible, ids):
+def score(X, w, cons, events, sign, movable, cand, stats, budget, allow_inadmissible, ids=None):
     """:func:`~advsyst.attacks._kernels.score_block`: (deltas, status) of ``events`` (rows
-    of ``X``); ``ids`` (one per row of ``X``) the global event ids seeding the draws."""
+    of ``X``); ``ids`` (one per row of ``X``) the global event ids seeding the draws
+    (default: the rows)."""
+    if ids is None:
+        ids = np.arange(len(X), dtype=np.int64)
     return call(K.score_block, X, w, cons, events, ids, sign, movable, cand, stats, budget,
                 allow_inadmissible)  # fmt: skip
 

@@ -5,6 +5,13 @@ per shard, placed on the workers (on those advertising a ``GPU`` resource when a
 The client is the coordinator: it holds the small global state of the constraint set
 (histograms, moments, correlations: O(d·bins + d²)) and the log of accepted moves.
 
+Setup: the clean events stay on the workers.  The coordinator builds the binning, the
+feature setup, the binning-robust limits and the clean state from per-shard reductions
+(:func:`~advsyst.distributed._engine_glue.setup_from_summaries`: two round trips whose size
+does not depend on the number of events; ``provenance["sharded"]["timing"]`` records
+their seconds and bytes).  Only the result (``X_adv``) and the from-scratch recheck of the
+budgets gather rows, at the end.
+
 One iteration:
 
 1. every shard finds its active events and computes their gradient signs (the model runs
