@@ -325,8 +325,11 @@ def test_gpu_resource_workers_hold_the_shards(toy):
     np.testing.assert_array_equal(res.X_adv, ConservAttack(CFG).run(X, model).X_adv)
 
 
-@pytest.mark.parametrize("noise", [0.5, None], ids=["resolution-limits", "jsd-limits"])
-def test_setup_from_shard_reductions_equals_engine_setup(noise):
+@pytest.mark.parametrize(
+    "noise,unit", [(0.5, False), (None, False), (0.5, True)],
+    ids=["resolution-limits", "jsd-limits", "unit-weights"],
+)  # fmt: skip
+def test_setup_from_shard_reductions_equals_engine_setup(noise, unit):
     """The setup built from per-shard reductions (no events on the coordinator) against the
     engine's own setup on the union, recomputed from the events: signed integer weights
     (histograms exact), a discrete feature, a constant-in-the-constraint-set feature, an
@@ -342,6 +345,8 @@ def test_setup_from_shard_reductions_equals_engine_setup(noise):
     cm = rng.random(n) < 0.8
     X[cm, 4] = 1.5  # constant on the constraint set, not elsewhere
     w = rng.choice([-1.0, 1.0, 2.0, 3.0], p=[0.15, 0.45, 0.2, 0.2], size=n)
+    if unit:
+        w = np.ones(n)
     am = rng.random(n) < 0.6
     cfg = G.ConservAttackConfig.from_dict({**CFG, "robust_noise_fraction": noise,
                                            "robust_bootstrap": 50})  # fmt: skip
@@ -352,7 +357,10 @@ def test_setup_from_shard_reductions_equals_engine_setup(noise):
 
     def clean_stats(mean, layout, want_w2):
         asked.append(want_w2)
-        return [G.shard_clean_stats(Xs, ws, cs, mean, layout, want_w2) for Xs, ws, _, cs in shards]
+        out = [G.shard_clean_stats(Xs, ws, cs, mean, layout, want_w2) for Xs, ws, _, cs in shards]
+        # unit weights: the Σw² histograms are the Σw ones and are not sent
+        assert all((o.get("H2") is None) == (unit or not want_w2) for o in out)
+        return out
 
     summaries = [G.shard_summary(*sh, cfg.max_discrete_values) for sh in shards]
     setup, state = G.setup_from_summaries(cfg, 5, summaries, names, clean_stats)

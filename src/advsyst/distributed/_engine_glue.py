@@ -225,10 +225,12 @@ def shard_clean_stats(
     X: np.ndarray, w: np.ndarray, cm: np.ndarray, mean: np.ndarray, layout, want_w2: bool
 ) -> dict[str, np.ndarray]:
     """One shard's second reductions: Σw·(x−mean)(x−mean)ᵀ and the stacked clean
-    histograms of Σw (and Σw² with ``want_w2``) at every binning of ``layout``."""
+    histograms of Σw (and Σw² with ``want_w2``; None when every weight is 1: then it is the
+    Σw histogram) at every binning of ``layout``."""
     out = {"cov": partial_cov(X, w, cm, mean), "H": partial_sums(X, w, cm, layout)[0]}
     if want_w2:
-        out["H2"] = partial_sums(X, w * w, cm, layout)[0]
+        unit = bool(np.all(w[cm] == 1.0))
+        out["H2"] = None if unit else partial_sums(X, w * w, cm, layout)[0]
     return out
 
 
@@ -276,7 +278,7 @@ def setup_from_summaries(
     H = _total([s["H"] for s in stats])
     hists = None
     if want_w2:
-        H2 = _total([s["H2"] for s in stats])
+        H2 = _total([s["H"] if s["H2"] is None else s["H2"] for s in stats])
         rows = [slice(r * d, (r + 1) * d) for r in range(len(binnings))]
         hists = [(H[rr, : b.n_slots], H2[rr, : b.n_slots]) for rr, b in zip(rows, binnings)]
     limits = eng._robust_limits(spec, hists, d)
