@@ -86,6 +86,8 @@ def run_sharded(X, model, cfg, workers: int, processes: bool) -> dict[str, Any]:
         "commit_s_per_round": t["commit"] / rounds,
         "moves_per_round": t["moves"] / rounds,
         "proposals_per_round": t["proposals"] / rounds,
+        "setup_s": t["setup"],
+        "setup_bytes_from_workers": t["setup_bytes_from_workers"],
         "commit_moves_per_s": t["moves"] / t["commit"] if t["commit"] > 0 else float("nan"),
         "apply_moves_per_s": t["moves"] / t["apply"] if t["apply"] > 0 else float("nan"),
         "commit_proposals_per_s": t["proposals"] / t["commit"] if t["commit"] > 0 else np.nan,
@@ -226,6 +228,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ("apply_moves_per_s", "apply rate, accepted moves/s", 1),
     ):
         print(f"| {label} | {runs[0][key] * scale:,.2f} | {runs[1][key] * scale:,.2f} |")
+    print()
+    # what a setup that gathers the clean events on the client receives: X, w and the masks
+    events_b = X.nbytes + 8 * len(X) + 2 * len(X)
+    print("| setup (coordinator, from per-shard reductions) | 1 worker | 2 workers |")
+    print("|---|---:|---:|")
+    print(f"| setup s | {runs[0]['setup_s']:.3f} | {runs[1]['setup_s']:.3f} |")
+    print(f"| bytes from workers during setup | {runs[0]['setup_bytes_from_workers']:,} | "
+          f"{runs[1]['setup_bytes_from_workers']:,} |")  # fmt: skip
+    print(f"| the clean events' bytes (X, w, masks: what a gathering setup receives) | "
+          f"{events_b:,} | {events_b:,} |")  # fmt: skip
     print()
     print(f"single-process run: {t_single:.2f} s wall; sharded start-up + warm-up: "
           f"{runs[0]['startup_and_warmup_s']:.1f} s (1 worker), "

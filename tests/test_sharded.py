@@ -115,6 +115,31 @@ def test_equals_single_process_fast_path(toy, client, extra):
         assert res.metrics["auroc_adv"] == pytest.approx(loc.metrics["auroc_adv"])
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"randomize_step": True},
+        {"num_candidates": 7},
+        {"randomize_step": True, "budget": "per_change", "max_dfn": 0.01,
+         "envelope": {"*": {"relative": 0.3}}},
+    ],
+    ids=["randomize_step", "num_candidates", "randomize-per_change-envelope"],
+)  # fmt: skip
+def test_seeded_draws_equal_single_process(toy, client, extra):
+    """Per-event draws are seeded by the global event id, not the shard's local row: 3
+    uneven shards give the single-process result bit for bit (the draws differ from the
+    grid run, so the setting is really used)."""
+    X, model = toy
+    cfg = {**CFG, **extra}
+    res = sharded_attack(client, X, model, config=cfg, n_shards=3)
+    loc = ConservAttack(cfg).run(X, model)
+    assert res.history[0]["entries_moved"] > 0
+    np.testing.assert_array_equal(res.X_adv, loc.X_adv)
+    _same_history(res.history, loc.history)
+    grid = ConservAttack({**cfg, "randomize_step": False, "num_candidates": None}).run(X, model)
+    assert not np.array_equal(grid.X_adv, loc.X_adv)
+
+
 def test_new_engine_options_equal_single_process(toy, client):
     """Signed weights (negative slots clamp), a detected discrete feature moved only between
     its observed values, per-entry envelopes, a movable mask and the binning-robust rows
@@ -234,10 +259,8 @@ def test_resume_refuses_other_config_or_data(toy, client, tmp_path):
 
 def test_bad_input_and_unsupported_config(toy, client):
     X, model = toy
-    with pytest.raises(NotImplementedError, match="randomize_step"):
-        sharded_attack(client, X, model, config={**CFG, "randomize_step": True})
-    with pytest.raises(NotImplementedError, match="num_candidates"):
-        sharded_attack(client, X, model, config={**CFG, "num_candidates": 5})
+    with pytest.raises(UnsupportedBySharding, match="use method='fast' with the same budget"):
+        sharded_attack(client, X, model, config={**CFG, "method": "exact"})
     with pytest.raises(ConfigError, match="unknown CONSERVAttack config key"):
         sharded_attack(client, X, model, config={**CFG, "nonsense": 1})
     Xb = X.copy()
@@ -300,3 +323,86 @@ def test_gpu_resource_workers_hold_the_shards(toy):
     assert sh["n_shards"] == 2 and set(sh["workers"]) == gpu and len(gpu) == 2
     assert sh["devices"] == ["cpu", "cpu"]  # "auto" on a worker without CUDA
     np.testing.assert_array_equal(res.X_adv, ConservAttack(CFG).run(X, model).X_adv)
+
+
+@pytest.mark.parametrize(
+    "noise,unit", [(0.5, False), (None, False), (0.5, True)],
+    ids=["resolution-limits", "jsd-limits", "unit-weights"],
+)  # fmt: skip
+def test_setup_from_shard_reductions_equals_engine_setup(noise, unit):
+    """The setup built from per-shard reductions (no events on the coordinator) against the
+    engine's own setup on the union, recomputed from the events: signed integer weights
+    (histograms exact), a discrete feature, a constant-in-the-constraint-set feature, an
+    attack mask and a constraint mask, three uneven shards."""
+    from advsyst.attacks.conservattack import _State
+    from advsyst.distributed import _engine_glue as G
+    from advsyst.stats import FeatureBinning
+
+    rng = np.random.default_rng(3)
+    n = 700
+    X = rng.normal(size=(n, 5))
+    X[:, 2] = rng.integers(0, 6, size=n)  # discrete support
+    cm = rng.random(n) < 0.8
+    X[cm, 4] = 1.5  # constant on the constraint set, not elsewhere
+    w = rng.choice([-1.0, 1.0, 2.0, 3.0], p=[0.15, 0.45, 0.2, 0.2], size=n)
+    if unit:
+        w = np.ones(n)
+    am = rng.random(n) < 0.6
+    cfg = G.ConservAttackConfig.from_dict({**CFG, "robust_noise_fraction": noise,
+                                           "robust_bootstrap": 50})  # fmt: skip
+    names = list("abcde")
+    parts = [np.arange(n) < 100, (np.arange(n) >= 100) & (np.arange(n) < 450), np.arange(n) >= 450]
+    shards = [(X[p], w[p], am[p], cm[p] & (w[p] != 0)) for p in parts]
+    asked = []
+
+    def clean_stats(mean, layout, want_w2):
+        asked.append(want_w2)
+        out = [G.shard_clean_stats(Xs, ws, cs, mean, layout, want_w2) for Xs, ws, _, cs in shards]
+        # unit weights: the Σw² histograms are the Σw ones and are not sent
+        assert all((o.get("H2") is None) == (unit or not want_w2) for o in out)
+        return out
+
+    summaries = [G.shard_summary(*sh, cfg.max_discrete_values) for sh in shards]
+    setup, state = G.setup_from_summaries(cfg, 5, summaries, names, clean_stats)
+    assert asked == [noise is not None]
+
+    eng = G.ConservAttack(cfg)
+    X0, _, w0, am0, cm0, names0 = eng._prepare(X, None, w, am, cm, names)
+    ref = eng._feature_setup(X0, w0, cm0, names0)
+    for k, r in zip(("frozen", "kind", "sup", "discrete", "valid", "lo", "hi", "mc", "st"), ref):
+        np.testing.assert_array_equal(getattr(setup, k), r, err_msg=k)
+    assert setup.discrete.tolist() == [False, False, True, False, False]
+    assert setup.frozen[4] and not setup.valid[4]
+    binning = FeatureBinning.from_data(X0[cm0], cfg.num_bins)
+    np.testing.assert_array_equal(setup.binning.edges, binning.edges)
+    spec, extra, limits = eng._robust_rows(X0[cm0], w0[cm0], binning)
+    assert setup.spec == spec and len(setup.extra) == len(extra) > 0
+    for a, b in zip(setup.extra, extra):
+        np.testing.assert_array_equal(a.edges, b.edges)
+    np.testing.assert_array_equal(setup.limits, limits)
+    if noise is not None:
+        assert np.isfinite(limits).all()
+    ref_state = _State(X0, w0, cm0, binning, ref[4], extra, limits)
+    for k in ("H0", "H", "hs", "edges"):
+        np.testing.assert_array_equal(getattr(state, k), getattr(ref_state, k), err_msg=k)
+    assert state.H is not state.H0
+    for k in ("mean", "cov", "C0", "Ccur", "Ssum", "F2"):
+        np.testing.assert_allclose(getattr(state, k), getattr(ref_state, k), rtol=1e-12,
+                                   atol=1e-14, err_msg=k)  # fmt: skip
+    assert state.W == pytest.approx(ref_state.W, rel=1e-15)
+    assert state.norm0 == pytest.approx(ref_state.norm0, rel=1e-12)
+
+
+def test_setup_never_gathers_the_events(client):
+    """What the shards send to the coordinator during the setup does not grow with the
+    number of events (the old setup gathered X, y, w and the masks: 8·(d + 1) bytes per
+    event and more), and stays far below the events' size."""
+    cfg = {**CFG, "n_iterations": 1, "robust_binnings": None}
+    sent = {}
+    for n in (400, 4000):
+        X, model = _toy(n=n, seed=4)
+        res = sharded_attack(client, X, model, config=cfg)
+        sent[n] = res.provenance["sharded"]["timing"]["setup_bytes_from_workers"]
+        assert res.history[0]["events_moved"] > 0
+    assert sent[400] == sent[4000] > 0
+    assert sent[4000] < 0.25 * 4000 * 4 * 8

@@ -80,10 +80,10 @@ def test_cli_errors_are_clear(files, tmp_path, capsys):
     rc = main([*_args(d, tmp_path / "o"), "--resume", str(tmp_path / "a"),
                "--checkpoint", str(tmp_path / "b")])  # fmt: skip
     assert rc == 2 and "different directories" in capsys.readouterr().err
-    (tmp_path / "rs.yaml").write_text("randomize_step: true\n")
+    (tmp_path / "rs.yaml").write_text("method: exact\n")
     rc = main(["--model", str(d / "model.pt"), "--data", str(d / "data.npz"), "--config",
                str(tmp_path / "rs.yaml"), "--out", str(tmp_path / "o"), "--workers", "1"])  # fmt: skip
-    assert rc == 2 and "randomize_step" in capsys.readouterr().err
+    assert rc == 2 and "use method='fast' with the same budget" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

@@ -677,18 +677,23 @@ class StoreAnalysis(ScoreAnalysis):
         return out
 
 
-def test_score_store_partitions_by_file_and_gives_the_same_histogram(
-    fileset, varied, sample_factory, tmp_path
-):
-    import pickle
-
+@pytest.fixture(scope="module")
+def two_file_store(fileset, sample_factory, tmp_path_factory):
+    """A fileset whose ttbar dataset has two files, its scores and their ScoreStore."""
     # two files in one dataset, so that partitions are really per file
     fs = {**fileset, "ttbar": {**fileset["ttbar"], "files": {
         **fileset["ttbar"]["files"], str(sample_factory("ttbar", 60, 9, event_offset=10_000)): "Events"}}}  # fmt: skip
     f = run_pass1(fs, chunksize=64, progress=False)
     v = build_varied_scores(f, _model_for(f), ["shift"], {"shift": OPTIONS["shift"]})
-    store = ScoreStore.write(v, fs, tmp_path / "store")
-    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == [
+    return fs, v, ScoreStore.write(v, fs, tmp_path_factory.mktemp("two_file") / "store")
+
+
+def test_score_store_partitions_by_file_and_gives_the_same_histogram(two_file_store, tmp_path):
+    import pickle
+
+    fs, v, store = two_file_store
+    store = ScoreStore(store.directory)  # a fresh handle: empty cache
+    assert sorted(p.name for p in store.directory.iterdir()) == [
         "index.json", "part00000.npz", "part00001.npz", "part00002.npz"]  # fmt: skip
     # the handle is small whatever the number of jets, and never ships a loaded partition
     store.partition("ttbar")
@@ -711,6 +716,39 @@ def test_score_store_partitions_by_file_and_gives_the_same_histogram(
         store.partition("ttbar", "elsewhere.root")
     with pytest.raises(InputError, match="not a ScoreStore"):
         ScoreStore(tmp_path)
+
+
+def test_score_store_dask_mode_loads_only_each_chunks_own_file(two_file_store, monkeypatch):
+    """coffea's dask mode: every chunk loads the partition of its own file, never the
+    dataset's other files, and the histogram equals the eager run on the in-memory
+    scores."""
+    fs, v, store = two_file_store
+    loads = []
+    orig = ScoreStore._load
+
+    def counting(self, dataset, names):
+        loads.append((dataset, tuple(names)))
+        return orig(self, dataset, names)
+
+    monkeypatch.setattr(ScoreStore, "_load", counting)
+    store = ScoreStore(store.directory, cache_size=1)
+    ttbar = list(fs["ttbar"]["files"])
+    assert all(store.ranges["ttbar"][f] is not None for f in ttbar)
+    lazy = run_pass2(fs, DualModeAnalysis(store, list(fs)), chunksize=40, mode="dask",
+                     workers=2)["hist"]  # fmt: skip
+    eager = run_pass2(fs, DualModeAnalysis(v, list(fs)), chunksize=40, progress=False)["hist"]
+    np.testing.assert_array_equal(lazy.view(flow=True), eager.view(flow=True))
+    assert loads and all(len(names) == 1 for _, names in loads), loads
+    by_ds = {ds: {n for d2, names in loads if d2 == ds for n in names} for ds in fs}
+    assert by_ds["ttbar"] == {store.partitions["ttbar"][f] for f in ttbar}
+    # eager lookups without a filename locate the chunk's file the same way
+    loads.clear()
+    with uproot.open(ttbar[1]) as fh:
+        a = fh["Events"].arrays(["run", "luminosityBlock", "event"], library="np")
+    assert store.files_of("ttbar", a["run"], a["luminosityBlock"], a["event"]) == [ttbar[1]]
+    assert store.files_of("ttbar", a["run"][:3], a["luminosityBlock"][:3], a["event"][:3]) == [
+        ttbar[1]
+    ]
 
 
 def _model_for(f):

@@ -518,9 +518,19 @@ def apply_move(x, w, j, xn, stats):
     return 2.0 * dc2
 
 
+@njit(cache=True, inline="always")
+def _row_cand(cand, i):
+    """``cand`` holding only row ``i`` of per-entry bounds (row 0 of per-feature ones), so
+    that :func:`score_feature` can take the event's id, not its row, as ``ev``."""
+    r = i if cand[0].shape[0] > 1 else 0
+    return (cand[0][r : r + 1], cand[1][r : r + 1]) + cand[2:]
+
+
 @njit(cache=True, parallel=True)
-def score_block(X, wts, cons, events, sign, movable, cand, stats, budget, allow_inadmissible):
-    """Score every movable feature of every event in ``events`` against the current state."""
+def score_block(X, wts, cons, events, ids, sign, movable, cand, stats, budget, allow_inadmissible):
+    """Score every movable feature of every event in ``events`` (rows of ``X``) against the
+    current state; ``ids[i]`` is the id of row ``i`` that seeds its random draws (the
+    global event index: ``arange(n)`` on one machine, a shard's global rows when sharded)."""
     m = events.shape[0]
     d = X.shape[1]
     deltas = np.zeros((m, d))
@@ -528,11 +538,12 @@ def score_block(X, wts, cons, events, sign, movable, cand, stats, budget, allow_
     for t in prange(m):
         i = events[t]
         x = X[i]
+        ci = _row_cand(cand, i)
         for j in range(d):
             if not movable[i, j]:
                 continue
             dl, sc, stt = score_feature(
-                x, wts[i], j, sign[t, j], i, cand, stats, budget, cons[i], allow_inadmissible
+                x, wts[i], j, sign[t, j], ids[i], ci, stats, budget, cons[i], allow_inadmissible
             )
             deltas[t, j] = dl
             status[t, j] = stt
@@ -551,7 +562,7 @@ def _violates(mode, status, jsd_bad, F2, maxF2, dc2, max_frob):
 
 
 @njit(cache=True)
-def apply_block(X, wts, cons, events, sign, deltas, status, cand, stats, budget, enforce):
+def apply_block(X, wts, cons, events, ids, sign, deltas, status, cand, stats, budget, enforce):
     """Apply scored moves event by event with exact updates.
 
     With ``enforce`` a move that is no longer admissible against the current state - under
@@ -559,8 +570,8 @@ def apply_block(X, wts, cons, events, sign, deltas, status, cand, stats, budget,
     feature's JSD or this move's correlation change exceeds its limit - is undone at once
     and that feature is re-scored against the current state (the closed form is exact
     there, so the new choice is admissible or no move).  Moves applied on purpose beyond
-    the per-change limits (status 2, ``use_no_change=False``) are kept.  Returns the
-    number of moves that were undone.
+    the per-change limits (status 2, ``use_no_change=False``) are kept.  ``ids`` as in
+    :func:`score_block`.  Returns the number of moves that were undone.
     """
     F2 = stats[13]
     mode, max_jsd, max_frob, norm0, alpha, beta = budget
@@ -587,8 +598,9 @@ def apply_block(X, wts, cons, events, sign, deltas, status, cand, stats, budget,
                 X[i, j] = old
                 undone += 1
                 dl2, sc2, stt2 = score_feature(
-                    X[i], wts[i], j, sign[t, j], i, cand, stats, budget, True, False
-                )
+                    X[i], wts[i], j, sign[t, j], ids[i], _row_cand(cand, i), stats, budget, True,
+                    False,
+                )  # fmt: skip
                 status[t, j] = 0
                 if stt2 == 1:
                     dc2 = apply_move(X[i], wts[i], j, X[i, j] + dl2, stats)
@@ -604,10 +616,11 @@ def apply_block(X, wts, cons, events, sign, deltas, status, cand, stats, budget,
 
 
 @njit(cache=True)
-def exact_pass(X, wts, cons, events, sign, movable, cand, stats, budget, allow_inadmissible):
+def exact_pass(X, wts, cons, events, ids, sign, movable, cand, stats, budget, allow_inadmissible):
     """The sequential oracle: events in order, features in index order; each feature is
     scored against the state left by every earlier move and applied at once (with the
-    re-check of :func:`apply_block`), under both budgets."""
+    re-check of :func:`apply_block`), under both budgets; ``ids`` as in
+    :func:`score_block`."""
     m = events.shape[0]
     d = X.shape[1]
     moved = np.zeros(m, dtype=np.int8)
@@ -619,11 +632,12 @@ def exact_pass(X, wts, cons, events, sign, movable, cand, stats, budget, allow_i
         i = events[t]
         one[0] = i
         sg = sign[t : t + 1]
+        ci = _row_cand(cand, i)
         for j in range(d):
             if not movable[i, j]:
                 continue
             dl, sc, stt = score_feature(
-                X[i], wts[i], j, sign[t, j], i, cand, stats, budget, cons[i], allow_inadmissible
+                X[i], wts[i], j, sign[t, j], ids[i], ci, stats, budget, cons[i], allow_inadmissible
             )
             if stt == 0:
                 continue
@@ -631,7 +645,7 @@ def exact_pass(X, wts, cons, events, sign, movable, cand, stats, budget, allow_i
             sts[0, :] = 0
             dls[0, j] = dl
             sts[0, j] = stt
-            undone += apply_block(X, wts, cons, one, sg, dls, sts, cand, stats, budget, True)
+            undone += apply_block(X, wts, cons, one, ids, sg, dls, sts, cand, stats, budget, True)
             if sts[0, j] != 0:
                 moved[t] = 1
     return moved, undone
@@ -665,24 +679,25 @@ def kernel_pass(
     exact,
     block_size,
     enforce=True,
+    ids=None,
 ):
     """One pass over ``events`` (rows of ``sign``): :func:`exact_pass` if ``exact``, else
     blocks of ``block_size`` events scored by :func:`score_block` against one snapshot and
     applied by :func:`apply_block` (re-checking every move against the current state when
-    ``enforce``).  Returns the number of undone moves."""
+    ``enforce``).  ``ids``: the id of every row of ``X`` seeding its draws (default: the
+    row index).  Returns the number of undone moves."""
+    if ids is None:
+        ids = np.arange(len(X), dtype=np.int64)
     if exact:
-        _, undone = call(
-            exact_pass, X, wts, cons, events, sign, movable, cand, stats, budget, allow_inadmissible
-        )
+        _, undone = call(exact_pass, X, wts, cons, events, ids, sign, movable, cand, stats, budget,
+                         allow_inadmissible)  # fmt: skip
         return int(undone)
     undone = 0
     for s in range(0, len(events), block_size):
         ev = events[s : s + block_size]
         sg = sign[s : s + block_size]
-        deltas, status = call(
-            score_block, X, wts, cons, ev, sg, movable, cand, stats, budget, allow_inadmissible
-        )
-        undone += int(
-            call(apply_block, X, wts, cons, ev, sg, deltas, status, cand, stats, budget, enforce)
-        )
+        deltas, status = call(score_block, X, wts, cons, ev, ids, sg, movable, cand, stats, budget,
+                              allow_inadmissible)  # fmt: skip
+        undone += int(call(apply_block, X, wts, cons, ev, ids, sg, deltas, status, cand, stats,
+                           budget, enforce))  # fmt: skip
     return undone

@@ -129,6 +129,49 @@ def _integer_labels(y: Any, n: int) -> np.ndarray:
     raise InputError(f"labels y must be integer class indices, got dtype {y.dtype}")
 
 
+def _set_sums(w: np.ndarray, am: np.ndarray, cm: np.ndarray) -> np.ndarray:
+    """What :func:`_check_sets` reads, additive over disjoint parts of the events: [number
+    of constraint events, their Σw, number of attacked events, their Σw]."""
+    return np.array([cm.sum(), w[cm].sum(), am.sum(), w[am].sum()], dtype=np.float64)
+
+
+def _check_sets(d: int, sums: np.ndarray, feature_names: Any) -> list[str] | None:
+    """The checks of the whole data set (``sums`` from :func:`_set_sums`, summed over the
+    shards of a sharded attack): a large enough constraint set, positive totals of the
+    signed weights, one name per feature.  Returns the names as a list (or None)."""
+    n_cons, tot_cons, n_att, tot_att = (float(v) for v in sums)
+    if n_cons < MIN_CONSTRAINT_EVENTS:
+        raise InputError(
+            f"the constraint set has {int(n_cons)} events with non-zero weight; at least "
+            f"{MIN_CONSTRAINT_EVENTS} are needed for meaningful histograms and correlations"
+        )
+    # signed weights (NLO): every statistic uses them; only the totals must be positive
+    for name, count, tot in (
+        ("constraint set", n_cons, tot_cons),
+        ("attacked set", n_att, tot_att),
+    ):
+        if count > 0 and not tot > 0:
+            raise InputError(
+                f"the total event weight of the {name} is not positive ({tot:.6g}): "
+                "signed weights are supported, but the distributions they describe "
+                "need a positive total"
+            )
+    names = list(feature_names) if feature_names is not None else None
+    if names is not None and len(names) != d:
+        raise InputError(f"{len(names)} feature names for {d} features")
+    return names
+
+
+def _distinct_values(X: np.ndarray, max_values: int) -> list[np.ndarray | None]:
+    """Per feature its sorted distinct values, or None where there are more than
+    ``max_values`` (every feature None when ``max_values`` is 0)."""
+    out: list[np.ndarray | None] = []
+    for j in range(X.shape[1]):
+        u = np.unique(X[:, j]) if max_values > 0 else None
+        out.append(u if u is not None and len(u) <= max_values else None)
+    return out
+
+
 def _movable_mask(
     X0: np.ndarray, am: np.ndarray, frozen: np.ndarray, user: Any, default_value: Any
 ) -> np.ndarray:
@@ -310,34 +353,28 @@ class ConservAttack:
             y = _integer_labels(y, n)
         am = _bool_mask(attack_mask, n, "attack_mask")
         cm = _bool_mask(constraint_mask, n, "constraint_mask") & (w != 0)
-        if cm.sum() < MIN_CONSTRAINT_EVENTS:
-            raise InputError(
-                f"the constraint set has {int(cm.sum())} events with non-zero weight; at least "
-                f"{MIN_CONSTRAINT_EVENTS} are needed for meaningful histograms and correlations"
-            )
-        # signed weights (NLO): every statistic uses them; only the totals must be positive
-        for name, sel in (("constraint set", cm), ("attacked set", am)):
-            tot = float(w[sel].sum())
-            if sel.any() and not tot > 0:
-                raise InputError(
-                    f"the total event weight of the {name} is not positive ({tot:.6g}): "
-                    "signed weights are supported, but the distributions they describe "
-                    "need a positive total"
-                )
-        names = list(feature_names) if feature_names is not None else None
-        if names is not None and len(names) != d:
-            raise InputError(f"{len(names)} feature names for {d} features")
+        names = _check_sets(d, _set_sums(w, am, cm), feature_names)
         return X, y, w, am, cm, names
 
     def _feature_setup(self, X, w, cm, names):
-        cfg = self.config
-        n, d = X.shape
-        immutable = _index_list(cfg.immutable, d, "immutable", names)
-        is_int = _index_list(cfg.integer_features, d, "integer_features", names)
         Xc, wc = X[cm], w[cm]
         mu = (wc[:, None] * Xc).sum(axis=0) / wc.sum()
         var = (wc[:, None] * (Xc - mu) ** 2).sum(axis=0) / wc.sum()
-        const = (np.ptp(Xc, axis=0) == 0) | ~(var > 0)
+        ranges = (Xc.min(axis=0), Xc.max(axis=0), X.min(axis=0), X.max(axis=0))
+        values = _distinct_values(X, self.config.max_discrete_values)
+        return self._features_from(var, ranges, values, names)
+
+    def _features_from(self, var, ranges, values, names):
+        """:meth:`_feature_setup` from reductions of the data: the weighted variance of the
+        constraint set, ``ranges = (min, max)`` over the constraint set then over every
+        event, and :func:`_distinct_values` of every event (the sharded attack reduces
+        these over its shards)."""
+        cfg = self.config
+        cmin, cmax, amin, amax = ranges
+        d = len(var)
+        immutable = _index_list(cfg.immutable, d, "immutable", names)
+        is_int = _index_list(cfg.integer_features, d, "integer_features", names)
+        const = (cmax - cmin == 0) | ~(var > 0)
         if const.any():
             log.warning(
                 "features %s are constant (or have a non-positive signed-weight variance) in "
@@ -350,12 +387,12 @@ class ConservAttack:
                 raise ConfigError(f"bounds must be [[lo x {d}], [hi x {d}]], got shape {b.shape}")
             lo, hi = b
         else:
-            lo, hi = X.min(axis=0), X.max(axis=0)
+            lo, hi = amin, amax
         scale = np.where(hi > lo, hi - lo, 1.0) if cfg.units == "range" else np.ones(d)
         mc = cfg.min_change * scale
         st = cfg.step * scale
         kind = is_int.astype(np.int8)
-        sup, discrete = self._discrete(X, ~(immutable | const | is_int), names)
+        sup, discrete = self._discrete(values, ~(immutable | const | is_int), names)
         frozen = immutable | const
         if cfg.discrete == "freeze":
             frozen = frozen | discrete
@@ -363,19 +400,19 @@ class ConservAttack:
             kind[discrete] = 2
         return frozen, kind, sup, discrete, ~const, lo, hi, mc, st
 
-    def _discrete(self, X, candidates, names):
-        """Features with at most ``max_discrete_values`` distinct clean values: their sorted
-        observed values (d, V) NaN-padded, and the mask."""
+    def _discrete(self, distinct, candidates, names):
+        """Features with at most ``max_discrete_values`` distinct clean values (``distinct``
+        from :func:`_distinct_values`): their sorted observed values (d, V) NaN-padded, and
+        the mask."""
         cfg = self.config
-        n, d = X.shape
+        d = len(distinct)
         disc = np.zeros(d, dtype=bool)
         values: dict[int, np.ndarray] = {}
-        if cfg.max_discrete_values > 0:
-            for j in np.nonzero(candidates)[0]:
-                u = np.unique(X[:, j])
-                if len(u) <= cfg.max_discrete_values:
-                    disc[j] = True
-                    values[int(j)] = u
+        for j in np.nonzero(candidates)[0]:
+            u = distinct[j]
+            if u is not None:
+                disc[j] = True
+                values[int(j)] = u
         sup = np.full((d, max([len(v) for v in values.values()], default=1)), np.nan)
         for j, u in values.items():
             sup[j, : len(u)] = u
@@ -403,6 +440,18 @@ class ConservAttack:
 
     def _robust_rows(self, Xc, wc, binning):
         """Extra binnings of the binning-robust budget and the JSD limit of every row."""
+        spec, extra = self._robust_binnings(binning)
+        hists = None
+        if self._robust_needs_resolution(spec):
+            hists = [(b.histogram(Xc, wc), b.histogram(Xc, wc * wc)) for b in [binning, *extra]]
+        return spec, extra, self._robust_limits(spec, hists, Xc.shape[1])
+
+    def _robust_needs_resolution(self, spec) -> bool:
+        """Do the limits of :meth:`_robust_limits` need the clean histograms?"""
+        return bool(spec) and self.config.robust_noise_fraction is not None
+
+    def _robust_binnings(self, binning):
+        """(spec, extra): the extra binnings of the binning-robust budget."""
         cfg = self.config
         rb = cfg.robust_binnings
         if rb == "auto":
@@ -414,19 +463,27 @@ class ConservAttack:
                 spec.append(key)
         lo, hi = binning.edges[:, 0], binning.edges[:, -1]
         extra = [FeatureBinning.equal_width(lo, hi, k, off) for k, off in spec]
-        d = Xc.shape[1]
-        limits = np.full((len(extra) + 1, d), np.inf)
-        if spec and cfg.robust_noise_fraction is not None:
+        return spec, extra
+
+    def _robust_limits(self, spec, hists, d):
+        """The JSD limit of every histogram row, (len(spec) + 1, d); ``hists``: the clean
+        (Σw, Σw²) histograms of the constraint set at the own and every extra binning, when
+        :meth:`_robust_needs_resolution`."""
+        cfg = self.config
+        limits = np.full((len(spec) + 1, d), np.inf)
+        if self._robust_needs_resolution(spec):
             # every tracked binning (the own one too, next to max_jsd): a fraction of its
             # statistical resolution
-            from advsyst.stats.validation import resolution
+            from advsyst.stats.validation import resolution_from_histograms
 
-            for r, b in enumerate([binning, *extra]):
-                res = resolution(Xc, b, wc, cfg.robust_bootstrap, 0.95, cfg.seed + 7919 * r)
+            for r, (H, H2) in enumerate(hists):
+                res = resolution_from_histograms(
+                    H, H2, cfg.robust_bootstrap, 0.95, cfg.seed + 7919 * r
+                )
                 limits[r] = cfg.robust_noise_fraction * res
         elif spec:
             limits[1:] = cfg.max_jsd_single_change  # the own binning's limit on every other
-        return spec, extra, limits
+        return limits
 
     # ------------------------------------------------------------------ main
     def run(

@@ -12,29 +12,42 @@ constraint set.  The scoring may instead run through the kernel's torch port
 a worker has a GPU), which picks the same moves.  When the engine changes, only this file
 (and the torch port) needs re-pointing.
 
-Setup on the union
-------------------
-The clean data are gathered on the coordinator once, at setup (the coordinator gathers the
-clean and adversarial rows at the end anyway, for the from-scratch recheck), and the
-engine's own functions run on them in the global event order: ``ConservAttack._prepare``
-(global checks: constraint-set size, positive totals of signed weights),
-``ConservAttack._feature_setup`` (constant and discrete features, bounds, steps),
-``ConservAttack._robust_rows`` (the extra binnings and their resolution-based limits; the
-bootstrap needs the whole constraint set) and ``_State`` itself for the clean state.  The
-per-entry envelope bounds are computed on each shard for its own rows
-(``ConservAttack._envelope`` is row-wise) and travel with the proposals to the commit.
+Setup from per-shard reductions
+-------------------------------
+The clean events never travel to the coordinator.  The setup of :meth:`ConservAttack.run`
+runs on reductions the shards compute, in two round trips whose size does not depend on
+the number of events:
 
-Restriction (and the engine change that lifts it)
--------------------------------------------------
-``score_block``/``apply_block`` use the event index ``i`` both as the row of ``X`` and as the
-seed id of the per-event random draws (``randomize_step`` and ``num_candidates`` use
-``_uniform(seed, it, i, j, ...)``).  On a shard, or on the coordinator's compact block, the
-row is not the global event index, so configurations whose draws depend on the seed id are
-refused with :class:`UnsupportedBySharding`.  The engine change that lifts it: give
-``score_block`` and ``apply_block`` an ``ids`` array (default ``events``) and pass ``ids[t]``
-instead of ``i`` as the ``ev`` argument of ``score_feature`` (two call sites), then pass the
-global event ids from here.  (Per-entry bounds are indexed by the row, which is right on
-both sides: the shard's own rows, and the block's rows shipped with the proposals.)
+1. :func:`shard_summary`: the sums the global checks read (``_set_sums``: constraint-set
+   size and the totals of the signed weights), Σw·x, the minimum and maximum of every
+   feature over the constraint set (the attack's binning) and over every event (the
+   bounds), and each feature's distinct values up to ``max_discrete_values`` (discrete
+   supports; None beyond).  :func:`setup_from_summaries` merges them (the supports by
+   union), checks (``_check_sets``), builds the binning and the extra binnings of the
+   binning-robust budget (``ConservAttack._robust_binnings``) and asks for
+2. :func:`shard_clean_stats`: Σw·(x−mean)(x−mean)ᵀ at the global mean and the stacked
+   clean histograms of Σw (and of Σw², when the robust limits need the bootstrap
+   resolution: ``resolution_from_histograms`` works on the summed histograms alone) at
+   every tracked binning.
+
+From these, ``ConservAttack._features_from`` (constant and discrete features, bounds,
+steps), ``ConservAttack._robust_limits`` and :class:`ReducedState` (the clean state) run
+as on one machine.  Minima, maxima and distinct values are exact; the histograms are
+exact for integer weights; the moments differ from the single-array sums by
+floating-point reassociation only.  The per-entry envelope bounds are computed on each
+shard for its own rows (``ConservAttack._envelope`` is row-wise) and travel with the
+proposals to the commit.  (The result, :class:`~advsyst.attacks.result.AttackResult` with
+``X_adv``, and the from-scratch recheck of the budgets still gather the rows at the end.)
+
+Seeded draws
+------------
+``randomize_step`` and ``num_candidates`` draw per (seed, iteration, event id, feature).
+The kernels take the event ids apart from the rows (``ids``, one per row of ``X``): the
+single process passes ``arange(n)``; a shard passes its rows' global ids ``local row · S +
+shard`` (the coordinator's order key, the global row for an in-memory ``X`` split
+round-robin) and the commit the ids of the block's events, so the draws are those of the
+single-process run.  (Per-entry bounds are indexed by the row, which is right on both
+sides: the shard's own rows, and the block's rows shipped with the proposals.)
 
 After every iteration the state is resynchronised from per-shard partial sums
 (:class:`ReducedState`, a ``_State`` whose ``_histograms``/``_moments`` read the sums):
@@ -59,8 +72,11 @@ from advsyst.attacks.config import ConservAttackConfig
 from advsyst.attacks.conservattack import (
     ConservAttack,
     _bool_mask,
+    _check_sets,
+    _distinct_values,
     _integer_labels,
     _movable_mask,
+    _set_sums,
     _State,
 )
 from advsyst.attacks.model import ModelAdapter, as_adapter
@@ -73,7 +89,9 @@ __all__ = [
     "check_supported",
     "make_adapter",
     "validate_shard",
-    "global_setup",
+    "shard_summary",
+    "shard_clean_stats",
+    "setup_from_summaries",
     "shard_bounds",
     "movable_mask",
     "kernel_tuples",
@@ -99,19 +117,21 @@ def check_supported(cfg: ConservAttackConfig) -> None:
     """Raise :class:`UnsupportedBySharding` (a ``NotImplementedError``) for configurations
     the sharded path cannot run."""
     why = []
-    if cfg.randomize_step:
-        why.append("randomize_step=True (per-event draws are seeded by the event index)")
-    if cfg.num_candidates:
-        why.append("num_candidates (random candidates are seeded by the event index)")
     if cfg.use_disco:
-        why.append("use_disco=True (the distance-correlation tracker needs every event)")
-    if cfg.method != "fast":
-        why.append("method='exact' (the sequential oracle has no blocks to distribute)")
-    if why:
-        raise UnsupportedBySharding(
-            "the sharded attack does not support " + "; ".join(why) + ". Run ConservAttack "
-            "on one machine for these settings (see advsyst.distributed._engine_glue)."
+        why.append(
+            "use_disco=True (the distance-correlation tracker holds an O(m^2) distance matrix "
+            "of a subsample of every event and updates it move by move; run ConservAttack on "
+            "one machine)"
         )
+    if cfg.method != "fast":
+        why.append(
+            "method='exact' (the sequential oracle scores each feature against the state "
+            "left by every earlier move: one event per round, nothing to distribute); use "
+            "method='fast' with the same budget: every move is still re-checked against the "
+            "exact global state when it is applied, so the budgets hold exactly"
+        )
+    if why:
+        raise UnsupportedBySharding("the sharded attack does not support " + "; ".join(why))
 
 
 def make_adapter(model: Any, d: int, cfg: ConservAttackConfig, device: str) -> ModelAdapter:
@@ -131,7 +151,7 @@ def validate_shard(
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
     """The per-row checks of ``ConservAttack._prepare`` for one shard (the global ones -
     constraint-set size, positive totals of the signed weights - run on the union in
-    :func:`global_setup`)."""
+    :func:`setup_from_summaries`)."""
     X = check_finite(X, f"features X of {name}").copy()
     if X.ndim != 2:
         raise InputError(f"features X of {name} must be 2-D, got shape {X.shape}")
@@ -173,27 +193,112 @@ class Setup:
 
     def layout(self) -> SimpleNamespace:
         """What ``_State._histograms`` reads besides the data (for :func:`partial_sums`)."""
-        binnings = [self.binning, *self.extra]
-        kmax = max(b.num_bins for b in binnings)
-        return SimpleNamespace(
-            binnings=binnings, d=self.binning.n_features, edges=np.empty((0, kmax + 1))
-        )
+        return _layout([self.binning, *self.extra])
 
 
-def global_setup(
-    cfg: ConservAttackConfig, X0, y, w, am, cm, names
-) -> tuple[Setup, ReducedState, np.ndarray, np.ndarray]:
-    """The engine's checks and setup on the union (global event order).  Returns the setup,
-    the clean state, and the (checked) weights and constraint mask of the union."""
+def _layout(binnings: list[FeatureBinning]) -> SimpleNamespace:
+    kmax = max(b.num_bins for b in binnings)
+    return SimpleNamespace(
+        binnings=binnings, d=binnings[0].n_features, edges=np.empty((0, kmax + 1))
+    )
+
+
+def shard_summary(X: np.ndarray, w: np.ndarray, am: np.ndarray, cm: np.ndarray,
+                  max_values: int) -> dict[str, Any]:  # fmt: skip
+    """One shard's first reductions for the setup (see the module docstring); its size is
+    O(d · max_values), whatever the number of events."""
+    Xc, wc = X[cm], w[cm]
+    d = X.shape[1]
+    inf = np.full(d, np.inf)
+
+    def ext(A, f, empty):
+        return f(A, axis=0) if len(A) else empty
+
+    return {
+        "sets": _set_sums(w, am, cm),
+        "swx": (wc[:, None] * Xc).sum(axis=0),
+        "ranges": (
+            ext(Xc, np.min, inf),
+            ext(Xc, np.max, -inf),
+            ext(X, np.min, inf),
+            ext(X, np.max, -inf),
+        ),  # fmt: skip
+        "values": _distinct_values(X, max_values),
+    }
+
+
+def shard_clean_stats(
+    X: np.ndarray, w: np.ndarray, cm: np.ndarray, mean: np.ndarray, layout, want_w2: bool
+) -> dict[str, np.ndarray]:
+    """One shard's second reductions: Σw·(x−mean)(x−mean)ᵀ and the stacked clean
+    histograms of Σw (and Σw² with ``want_w2``; None when every weight is 1: then it is the
+    Σw histogram) at every binning of ``layout``."""
+    out = {"cov": partial_cov(X, w, cm, mean), "H": partial_sums(X, w, cm, layout)[0]}
+    if want_w2:
+        unit = bool(np.all(w[cm] == 1.0))
+        out["H2"] = None if unit else partial_sums(X, w * w, cm, layout)[0]
+    return out
+
+
+def _merge_values(parts: list[list], max_values: int) -> list[np.ndarray | None]:
+    """Union of the shards' distinct values per feature (None beyond ``max_values``)."""
+    out: list[np.ndarray | None] = []
+    for per_shard in zip(*parts):
+        if any(u is None for u in per_shard):
+            out.append(None)
+            continue
+        u = np.unique(np.concatenate(per_shard))
+        out.append(u if len(u) <= max_values else None)
+    return out
+
+
+def setup_from_summaries(
+    cfg: ConservAttackConfig,
+    d: int,
+    summaries: list[dict[str, Any]],
+    names: list[str] | None,
+    clean_stats: Any,
+) -> tuple[Setup, ReducedState]:
+    """The engine's checks and setup from the shards' :func:`shard_summary` results;
+    ``clean_stats(mean, layout, want_w2)`` returns every shard's :func:`shard_clean_stats`.
+    Returns the setup and the clean state."""
     eng = ConservAttack(cfg)
-    X0, y, w, am, cm, names = eng._prepare(X0, y, w, am, cm, names)
-    frozen, kind, sup, discrete, valid, lo, hi, mc, st = eng._feature_setup(X0, w, cm, names)
-    binning = FeatureBinning.from_data(X0[cm], cfg.num_bins)
-    spec, extra, limits = eng._robust_rows(X0[cm], w[cm], binning)
+    names = _check_sets(d, _total([p["sets"] for p in summaries]), names)
+    W = float(_total([p["sets"] for p in summaries])[1])
+    swx = _total([p["swx"] for p in summaries])
+    mean = swx / W
+    rng = [p["ranges"] for p in summaries]
+    ranges = tuple(f([r[k] for r in rng], axis=0) for k, f in enumerate((np.min, np.max) * 2))
+    values = _merge_values([p["values"] for p in summaries], cfg.max_discrete_values)
+    # FeatureBinning.from_data on the constraint set: equal width over its [min, max]
+    binning = FeatureBinning.equal_width(ranges[0], ranges[1], cfg.num_bins)
+    spec, extra = eng._robust_binnings(binning)
+    want_w2 = eng._robust_needs_resolution(spec)
+    binnings = [binning, *extra]
+    stats = clean_stats(mean, _layout(binnings), want_w2)
+    covs = [s["cov"] for s in stats]
+    var = np.diag(_total(covs)) / W
+    frozen, kind, sup, discrete, valid, lo, hi, mc, st = eng._features_from(
+        var, ranges, values, names
+    )
+    H = _total([s["H"] for s in stats])
+    hists = None
+    if want_w2:
+        H2 = _total([s["H"] if s["H2"] is None else s["H2"] for s in stats])
+        rows = [slice(r * d, (r + 1) * d) for r in range(len(binnings))]
+        hists = [(H[rr, : b.n_slots], H2[rr, : b.n_slots]) for rr, b in zip(rows, binnings)]
+    limits = eng._robust_limits(spec, hists, d)
     setup = Setup(frozen, kind, sup, discrete, valid, lo, hi, mc, st, binning, spec, extra,
                   limits, names)  # fmt: skip
-    state = ReducedState(X0, w, cm, binning, valid, extra, limits)
-    return setup, state, w, cm
+
+    def cov_fn(m: np.ndarray) -> list[np.ndarray]:
+        if not np.array_equal(m, mean):  # the clean state's mean is the one asked for
+            raise AssertionError("clean covariance asked at another mean")
+        return covs
+
+    state = ReducedState(Sums(H=H, swx=swx, cov_fn=cov_fn), np.array([W]), np.array([True]),
+                         binning, valid, extra, limits)  # fmt: skip
+    return setup, state
 
 
 def shard_bounds(cfg: ConservAttackConfig, setup: Setup, X0: np.ndarray):
@@ -229,34 +334,37 @@ def kernel_tuples(cfg: ConservAttackConfig, setup: Setup, it: int, norm0: float,
 
 def score(
     X, w, cons, events, sign, movable, cand, stats, budget, allow_inadmissible,
-    scorer="numba", device="cpu",
+    ids=None, scorer="numba", device="cpu",
 ):  # fmt: skip
-    """(deltas, status) of ``events``: :func:`~advsyst.attacks._kernels.score_block`
+    """(deltas, status) of ``events`` (rows of ``X``): :func:`~advsyst.attacks._kernels.score_block`
     (``scorer="numba"``) or its torch port
     :func:`~advsyst.attacks._torch_scorer.score_block_torch` on ``device``
-    (``scorer="torch"``); :func:`resolve_scorer` turns the user's option into this pair."""
+    (``scorer="torch"``); :func:`resolve_scorer` turns the user's option into this pair.
+    ``ids`` (one per row of ``X``) are the global event ids seeding the draws (default: the
+    rows)."""
+    if ids is None:
+        ids = np.arange(len(X), dtype=np.int64)
     if scorer == "torch":
         from advsyst.attacks._torch_scorer import score_block_torch
 
         return score_block_torch(
             X, w, cons, events, sign, movable, cand, stats, budget, allow_inadmissible,
-            device=device,
+            device=device, ids=ids,
         )  # fmt: skip
     if scorer != "numba":
         raise ConfigError(f"scorer implementation must be 'numba' or 'torch', got {scorer!r}")
-    return call(
-        K.score_block, X, w, cons, events, sign, movable, cand, stats, budget, allow_inadmissible
-    )
+    return call(K.score_block, X, w, cons, events, ids, sign, movable, cand, stats, budget,
+                allow_inadmissible)  # fmt: skip
 
 
-def commit(X, w, cons, sign, deltas, status, cand, stats, budget) -> int:
+def commit(X, w, cons, sign, deltas, status, cand, stats, budget, ids) -> int:
     """:func:`~advsyst.attacks._kernels.apply_block` on a compact block: row ``t`` of ``X``
-    (and of per-entry bounds in ``cand``) is the ``t``-th event of the block; returns the
-    number of undone moves."""
+    (and of per-entry bounds in ``cand``) is the ``t``-th event of the block, ``ids[t]`` its
+    global event id (seeds the re-scoring's draws); returns the number of undone moves."""
     events = np.arange(len(X), dtype=np.int64)
-    return int(
-        call(K.apply_block, X, w, cons, events, sign, deltas, status, cand, stats, budget, True)
-    )
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    return int(call(K.apply_block, X, w, cons, events, ids, sign, deltas, status, cand, stats,
+                    budget, True))  # fmt: skip
 
 
 # --------------------------------------------------------------------------- state
@@ -294,8 +402,9 @@ def _total(parts: list) -> Any:
 
 
 class ReducedState(_State):
-    """``conservattack._State`` that can also resync from per-shard :class:`Sums` (built on
-    the union's clean data through ``_State.__init__`` itself)."""
+    """``conservattack._State`` that can also be built and resynced from per-shard
+    :class:`Sums` (``ReducedState(sums, [W], [True], binning, ...)``: ``_State.__init__``
+    itself with the constraint set's total weight ``W``)."""
 
     FIELDS = ("edges", "lo_e", "inv_w", "H0", "H", "hs", "Ssum", "mean", "cov", "sig",
               "Ccur", "C0", "valid", "F2")  # fmt: skip
@@ -306,7 +415,7 @@ class ReducedState(_State):
 
     def _histograms(self, src: Any) -> np.ndarray:
         if isinstance(src, Sums):
-            return src.H
+            return src.H.copy()  # the clean H0 and the tracked H must not share memory
         return super()._histograms(src)
 
     def _moments(self, src: Any) -> None:

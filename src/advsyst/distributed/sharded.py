@@ -5,6 +5,13 @@ per shard, placed on the workers (on those advertising a ``GPU`` resource when a
 The client is the coordinator: it holds the small global state of the constraint set
 (histograms, moments, correlations: O(d·bins + d²)) and the log of accepted moves.
 
+Setup: the clean events stay on the workers.  The coordinator builds the binning, the
+feature setup, the binning-robust limits and the clean state from per-shard reductions
+(:func:`~advsyst.distributed._engine_glue.setup_from_summaries`: two round trips whose size
+does not depend on the number of events; ``provenance["sharded"]["timing"]`` records
+their seconds and bytes).  Only the result (``X_adv``) and the from-scratch recheck of the
+budgets gather rows, at the end.
+
 One iteration:
 
 1. every shard finds its active events and computes their gradient signs (the model runs
@@ -118,6 +125,7 @@ class _Coordinator:
         # the move log, per shard: lists of (iteration, row, feature, value) chunks
         self.log: list[list[tuple]] = [[] for _ in range(self.S)]
         self.n_segments = 0
+        self.received = 0  # bytes of every answer of the shards to :meth:`call`
         # seconds per phase (score: the slowest shard's scoring; transfer: the rest of the
         # round trip; apply: merge + commit + log; commit: apply_block alone), bytes, moves
         self.timing = dict.fromkeys(("score", "transfer", "apply", "commit"), 0.0)
@@ -212,6 +220,7 @@ class _Coordinator:
                         if not _worker_lost(exc2):
                             raise
                         f = exc2
+        self.received += _nbytes(out)
         return out
 
     def _wait(self, s: int, f: Any, poll: float = 2.0) -> Any:
@@ -393,26 +402,33 @@ class _Coordinator:
 
     # ------------------------------------------------------------------ the run
     def setup(self, infos: list[dict[str, Any]], names: list[str] | None, layout: str) -> None:
-        """Gather the clean data once in the global order, run the engine's checks and
-        setup on it (:func:`~advsyst.distributed._engine_glue.global_setup`), ship the
+        """Run the engine's checks and setup on per-shard reductions (two round trips whose
+        size does not depend on the number of events; the clean events stay on the
+        workers: :func:`~advsyst.distributed._engine_glue.setup_from_summaries`), ship the
         setup to the shards."""
         cfg = self.cfg
+        t0, r0 = time.perf_counter(), self.received
         d = infos[0]["d"]
         for s, inf in enumerate(infos):
             if inf["d"] != d:
                 raise InputError(f"shard {s} has {inf['d']} features, shard 0 has {d}")
         self.n, self.d = sum(inf["n"] for inf in infos), d
+        if self.n < 2 or d < 1:
+            raise InputError(f"need at least 2 events and 1 feature, got ({self.n}, {d})")
         self.fingerprints = [inf["fingerprint"] for inf in infos]
         self.rows = _global_rows(layout, [inf["n"] for inf in infos])
-        parts = self.call("clean")
-        u = {k: _gather(self.rows, self.n, [p[k] for p in parts]) for k in parts[0]}
-        self.setup_t, self.state, _, _ = G.global_setup(
-            cfg, u["X0"], u["y"], u["w"], u["am"], u["cm"], names
+        self.setup_t, self.state = G.setup_from_summaries(
+            cfg,
+            d,
+            self.call("summary"),
+            names,
+            lambda mean, lay, w2: self.call("clean_stats", [(mean, lay, w2)] * self.S),
         )
         self.names = self.setup_t.names
-        del u, parts
         self.call("setup", [(self.setup_t,)] * self.S)
         self.consts = self.state.constants()
+        self.timing["setup"] = time.perf_counter() - t0
+        self.timing["setup_bytes_from_workers"] = self.received - r0
 
     def order(self, begins: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         """(shard, position in the shard's active list) of the iteration's events in the
@@ -471,7 +487,7 @@ class _Coordinator:
             tc = time.perf_counter()
             undone += G.commit(
                 Xb, cat["w"], cat["cons"], cat["sign"], cat["deltas"], cat["status"],
-                cand, self.state.kernel_args(), budget,
+                cand, self.state.kernel_args(), budget, cat["rows"] * self.S + src,
             )  # fmt: skip
             self.timing["commit"] += time.perf_counter() - tc
             t, j = np.nonzero(Xb != before)

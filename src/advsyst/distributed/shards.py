@@ -129,6 +129,8 @@ class ShardActor:
         self.X0, self.y, self.w, self.am, self.cm = X, y, w, am, cm
         self.X = X.copy()
         self.n, self.d = X.shape
+        # global event ids (the coordinator's order key; seed the per-event draws)
+        self.ids = np.arange(self.n, dtype=np.int64) * self.n_shards + self.shard_id
         self.adapter = G.make_adapter(self.model, self.d, self.cfg, self.device)
         self.sign = np.zeros((0, self.d))
         self.events = np.zeros(0, dtype=np.int64)
@@ -145,9 +147,13 @@ class ShardActor:
             "pid": os.getpid(),
         }
 
-    def clean(self) -> dict[str, Any]:
-        """The validated clean data (gathered once by the coordinator for the setup)."""
-        return {"X0": self.X0, "y": self.y, "w": self.w, "am": self.am, "cm": self.cm}
+    def summary(self) -> dict[str, Any]:
+        """The setup's first reductions of the clean data (:func:`G.shard_summary`)."""
+        return G.shard_summary(self.X0, self.w, self.am, self.cm, self.cfg.max_discrete_values)
+
+    def clean_stats(self, mean: np.ndarray, layout: Any, want_w2: bool) -> dict[str, Any]:
+        """The setup's second reductions (:func:`G.shard_clean_stats`)."""
+        return G.shard_clean_stats(self.X0, self.w, self.cm, mean, layout, want_w2)
 
     def setup(self, setup: G.Setup) -> None:
         """Movable mask, per-entry bounds, clean predictions and target."""
@@ -227,7 +233,7 @@ class ShardActor:
         sign = self.sign[pos]
         deltas, status = G.score(
             self.X, self.w, self.cm, ev, sign, self.movable, cand, stats, budget, allow,
-            self.scorer, self.scorer_device,
+            self.ids, self.scorer, self.scorer_device,
         )  # fmt: skip
         idx = np.nonzero((status != 0).any(axis=1))[0]
         rows = ev[idx]

@@ -38,6 +38,7 @@ __all__ = [
     "binning_scan",
     "histogram_jsd",
     "resolution",
+    "resolution_from_histograms",
 ]
 
 #: bin counts of the default validation scan (unseen by the attack's default binnings)
@@ -110,12 +111,12 @@ def resolution(
     w = _weights(weights, len(X))
     if n_bootstrap < 1 or not 0.0 < quantile < 1.0:
         raise InputError("n_bootstrap must be >= 1 and quantile in (0, 1)")
+    if method == "bins":
+        H0, H2 = binning.histogram(X, w), binning.histogram(X, w * w)
+        return resolution_from_histograms(H0, H2, n_bootstrap, quantile, seed)
     rng = np.random.default_rng(seed)
     H0 = binning.histogram(X, w)
-    if method == "bins":
-        H2 = binning.histogram(X, w * w)
-        Hb = _bootstrap_bins(H0, H2, n_bootstrap, rng)
-    elif method == "events":
+    if method == "events":
         idx = binning.index(X)
         S = binning.n_slots
         Hb = np.empty((n_bootstrap, *H0.shape))
@@ -126,6 +127,18 @@ def resolution(
     else:
         raise InputError(f"method must be 'bins' or 'events', got {method!r}")
     return np.quantile(histogram_jsd(H0[None], Hb), quantile, axis=0)
+
+
+def resolution_from_histograms(
+    H0: np.ndarray, H2: np.ndarray, n_bootstrap: int = 200, quantile: float = 0.95, seed: int = 0
+) -> np.ndarray:
+    """:func:`resolution` with ``method="bins"`` from the histograms alone: ``H0`` the
+    weighted slot contents (d, slots), ``H2`` the slot sums of the squared weights (summed
+    per-shard histograms give the resolution of the union without its events)."""
+    if n_bootstrap < 1 or not 0.0 < quantile < 1.0:
+        raise InputError("n_bootstrap must be >= 1 and quantile in (0, 1)")
+    Hb = _bootstrap_bins(H0, H2, n_bootstrap, np.random.default_rng(seed))
+    return np.quantile(histogram_jsd(np.asarray(H0, dtype=np.float64)[None], Hb), quantile, axis=0)
 
 
 @dataclass

@@ -520,19 +520,7 @@ class VariedScores:
         missing: str,
         jets: Any,
     ) -> dict[str, Any]:
-        import dask_awkward as dak
-
-        if not isinstance(dataset, str | np.str_):
-            raise InputError("in dask mode give the dataset name as a str")
-        if missing not in ("raise", "nan"):
-            raise ConfigError(f"missing must be 'raise' or 'nan', got {missing!r}")
-        args = [run, lumi, event, jet_index]
-        with_jets = jets is not None and _has(jets, "pt") and _has(jets, "eta")
-        if with_jets:
-            args += [jets["pt"], jets["eta"]]
-        kernel = _LookupKernel(self, str(dataset), missing, with_jets)
-        out = dak.map_partitions(kernel, *args, label="advsyst-varied-lookup")
-        return {syst: out[syst] for syst in self.systematics()}
+        return _lookup_dask(self, dataset, run, lumi, event, jet_index, missing, jets)
 
     # ------------------------------------------------------------------ tables
     def _data(self) -> np.ndarray:
@@ -703,10 +691,39 @@ def _is_dask(a: Any) -> bool:
     return type(a).__module__.split(".")[0] == "dask_awkward"
 
 
-class _LookupKernel:
-    """Picklable per-partition lookup: eager key arrays -> jagged records of scores."""
+def _lookup_dask(
+    source: Any,
+    dataset: Any,
+    run: Any,
+    lumi: Any,
+    event: Any,
+    jet_index: Any,
+    missing: str,
+    jets: Any,
+) -> dict[str, Any]:
+    """``lookup_jagged`` of ``source`` (a :class:`VariedScores` or a :class:`ScoreStore`)
+    per partition of dask-awkward keys, through ``dask_awkward.map_partitions``."""
+    import dask_awkward as dak
 
-    def __init__(self, varied: VariedScores, dataset: str, missing: str, with_jets: bool):
+    if not isinstance(dataset, str | np.str_):
+        raise InputError("in dask mode give the dataset name as a str")
+    if missing not in ("raise", "nan"):
+        raise ConfigError(f"missing must be 'raise' or 'nan', got {missing!r}")
+    args = [run, lumi, event, jet_index]
+    with_jets = jets is not None and _has(jets, "pt") and _has(jets, "eta")
+    if with_jets:
+        args += [jets["pt"], jets["eta"]]
+    kernel = _LookupKernel(source, str(dataset), missing, with_jets)
+    out = dak.map_partitions(kernel, *args, label="advsyst-varied-lookup")
+    return {syst: out[syst] for syst in source.systematics()}
+
+
+class _LookupKernel:
+    """Picklable per-partition lookup: eager key arrays -> jagged records of scores
+    (``varied``: a :class:`VariedScores`, or a :class:`ScoreStore` whose eager lookup loads
+    the partition of the chunk's file only)."""
+
+    def __init__(self, varied: Any, dataset: str, missing: str, with_jets: bool):
         self.varied = varied
         self.dataset = dataset
         self.missing = missing
@@ -758,6 +775,18 @@ def _file_event_keys(path: str, tree: str, uproot_options: Mapping[str, Any] | N
     )
 
 
+def _key_range(keys: np.ndarray) -> list[list[int]] | None:
+    """[[run, lumi, event] of the smallest, ... of the largest] packed event key (None for
+    no events)."""
+    from advsyst.processors.builders import _EVKEY
+
+    if not len(keys):
+        return None
+    k = np.sort(keys)[[0, -1]]
+    rec = np.frombuffer(k.tobytes(), dtype=_EVKEY)
+    return [[int(r["r"]), int(r["l"]), int(r["e"])] for r in rec]
+
+
 class ScoreStore:
     """Varied scores partitioned by file on disk, looked up by pass-2 chunks.
 
@@ -768,8 +797,12 @@ class ScoreStore:
 
     Write one with :meth:`write` after :func:`build_varied_scores`; in the analysis use
     ``store.lookup_jagged(dataset, run, lumi, event, jet_index, filename=...)`` exactly
-    like :meth:`VariedScores.lookup_jagged`.  In coffea's dask mode the partition's file
-    is not known to the lookup, so the dataset's partitions are loaded together.
+    like :meth:`VariedScores.lookup_jagged`.  In coffea's dask mode (and without
+    ``filename``) a chunk does not know its file: the index records the range of event keys
+    ``(run, luminosityBlock, event)`` of every file, and a chunk loads the partitions of
+    the files whose range holds one of its events' keys, which is its own file alone
+    unless files' key ranges overlap.  (A store written without ranges loads the
+    dataset's partitions together.)
     """
 
     def __init__(self, directory: str | os.PathLike[str], cache_size: int = 2) -> None:
@@ -781,6 +814,8 @@ class ScoreStore:
         if index.get("format") != _STORE_FORMAT:
             raise InputError(f"{self.directory}: not a ScoreStore (format {index.get('format')})")
         self.partitions: dict[str, dict[str, str]] = index["partitions"]
+        #: {dataset: {file: [[run, lumi, event] first, [...] last]}} (None: no events)
+        self.ranges: dict[str, dict[str, Any]] | None = index.get("ranges")
         self._systematics: list[str] = list(index["systematics"])
         self.varied_names: list[str] = list(index["varied_names"])
         self.one_sided: list[str] = list(index.get("one_sided", []))
@@ -822,14 +857,16 @@ class ScoreStore:
         )
         assigned = np.zeros(len(varied), dtype=np.int64)
         partitions: dict[str, dict[str, str]] = {}
+        ranges: dict[str, dict[str, Any]] = {}
         k = 0
         for ds in varied.datasets:
             if ds not in norm:
                 raise InputError(f"dataset {ds!r} of the scores is not in the fileset")
             in_ds = varied.dataset == ds
-            partitions[ds] = {}
+            partitions[ds], ranges[ds] = {}, {}
             for path, tree in norm[ds]["files"].items():
                 ev = _file_event_keys(path, tree, uproot_options)
+                ranges[ds][str(path)] = _key_range(ev)
                 rows = np.flatnonzero(in_ds & np.isin(jet_keys, ev))
                 assigned[rows] += 1
                 name = f"part{k:05d}.npz"
@@ -858,6 +895,7 @@ class ScoreStore:
             "varied_names": list(varied.varied),
             "one_sided": list(varied.one_sided),
             "partitions": partitions,
+            "ranges": ranges,
             "provenance": to_jsonable(varied.provenance),
         }
         atomic_write_text(out / "index.json", json.dumps(index, default=str))
@@ -889,31 +927,62 @@ class ScoreStore:
             one_sided=self.one_sided,
         )
 
-    def partition(self, dataset: str, filename: str | None = None) -> VariedScores:
-        """The scores of one file of ``dataset`` (all its files when ``filename`` is None),
-        loaded once per process (the last ``cache_size`` kept)."""
+    def _files(self, dataset: str) -> dict[str, str]:
         files = self.partitions.get(str(dataset))
         if files is None:
             raise InputError(
                 f"no scores for dataset {dataset!r} (known: {sorted(self.partitions)})"
             )
-        key = (str(dataset), "" if filename is None else str(filename))
+        return files
+
+    def _cached(self, dataset: str, filenames: Sequence[str], key: tuple) -> VariedScores:
         if key in self._cache:
             return self._cache[key]
-        if filename is None:
-            names = list(files.values())
-        else:
-            if str(filename) not in files:
-                raise InputError(
-                    f"no scores for file {filename!r} of dataset {dataset!r}: pass 1 skipped "
-                    f"it or did not read it (files with scores: {sorted(files)[:5]})"
-                )
-            names = [files[str(filename)]]
-        part = self._load(str(dataset), names)
+        files = self._files(dataset)
+        part = self._load(str(dataset), [files[f] for f in filenames])
         while self._cache and len(self._cache) >= self.cache_size:
             self._cache.pop(next(iter(self._cache)))
         self._cache[key] = part
         return part
+
+    def partition(self, dataset: str, filename: str | None = None) -> VariedScores:
+        """The scores of one file of ``dataset`` (all its files when ``filename`` is None),
+        loaded once per process (the last ``cache_size`` kept)."""
+        files = self._files(dataset)
+        if filename is None:
+            return self._cached(str(dataset), list(files), (str(dataset), ""))
+        if str(filename) not in files:
+            raise InputError(
+                f"no scores for file {filename!r} of dataset {dataset!r}: pass 1 skipped "
+                f"it or did not read it (files with scores: {sorted(files)[:5]})"
+            )
+        return self._cached(str(dataset), [str(filename)], (str(dataset), str(filename)))
+
+    def files_of(self, dataset: str, run: Any, lumi: Any, event: Any) -> list[str]:
+        """The files of ``dataset`` whose range of event keys holds one of the given
+        events' keys (per-event ``run``, ``lumi``, ``event``): the chunk's own file when
+        the files' ranges do not overlap.  Every file of the dataset when the store has no
+        ranges; the first file when no range holds a key (its lookup then names the
+        missing jets)."""
+        files = self._files(dataset)
+        ranges = (self.ranges or {}).get(str(dataset))
+        if ranges is None:
+            return list(files)
+        from advsyst.processors.builders import _pack
+
+        keys = np.sort(
+            _pack(*(_numpy(a).astype(np.uint64).reshape(-1) for a in (run, lumi, event)))
+        )
+        hit = []
+        for f in files:
+            rng = ranges.get(f)
+            if rng is None or not len(keys):
+                continue
+            lo, hi = (_pack(*(np.array([v], dtype=np.uint64) for v in b)) for b in rng)
+            i = np.searchsorted(keys, lo[0], side="left")
+            if i < len(keys) and keys[i] <= hi[0]:
+                hit.append(f)
+        return hit or list(files)[:1]
 
     def lookup_jagged(
         self,
@@ -928,12 +997,16 @@ class ScoreStore:
         jets: Any = None,
     ) -> dict[str, Any]:
         """:meth:`VariedScores.lookup_jagged` on the partition of ``filename`` (give
-        ``events.metadata["filename"]``; None or dask mode: the dataset's partitions)."""
+        ``events.metadata["filename"]``).  Without it, and in coffea's dask mode (lazily,
+        per chunk), on the partitions of :meth:`files_of` the chunk's event keys."""
         if _is_dask(jet_index) or _is_dask(event):
-            filename = None
-        return self.partition(dataset, filename).lookup_jagged(
-            dataset, run, lumi, event, jet_index, missing=missing, jets=jets
-        )
+            return _lookup_dask(self, dataset, run, lumi, event, jet_index, missing, jets)
+        if filename is not None:
+            part = self.partition(dataset, filename)
+        else:
+            names = self.files_of(dataset, run, lumi, event)
+            part = self._cached(str(dataset), names, (str(dataset), *names))
+        return part.lookup_jagged(dataset, run, lumi, event, jet_index, missing=missing, jets=jets)
 
 
 # ---------------------------------------------------------------------- attack step
