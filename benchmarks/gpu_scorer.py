@@ -98,14 +98,42 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     Xw, kw = X.copy(), copy.deepcopy(state).kernel_args()
     few = order[:16]
     dl, stt = G.score(Xw, w, cm, few, sign[few], mov, cand, kw, budget, allow, scorer="numba")
-    call(K.apply_block, Xw, w, cm, few, sign[few], dl, stt, cand, kw, budget, True)
+    call(
+        K.apply_block,
+        Xw,
+        w,
+        cm,
+        few,
+        np.arange(len(Xw)),
+        sign[few],
+        dl,
+        stt,
+        cand,
+        kw,
+        budget,
+        True,
+    )
     ka = state.kernel_args()
     Xm = X.copy()
     first = order[: args.events]
     t0 = time.perf_counter()
     dl, stt = G.score(Xm, w, cm, first, sign[first], mov, cand, ka, budget, allow, scorer="numba")
     t1 = time.perf_counter()
-    und = call(K.apply_block, Xm, w, cm, first, sign[first], dl, stt, cand, ka, budget, True)
+    und = call(
+        K.apply_block,
+        Xm,
+        w,
+        cm,
+        first,
+        np.arange(len(Xm)),
+        sign[first],
+        dl,
+        stt,
+        cand,
+        ka,
+        budget,
+        True,
+    )
     t2 = time.perf_counter()
     clean = {"proposals": int((stt != 0).sum()), "undone": int(und), "commit_s": t2 - t1,
              "moves": int((Xm != X).sum())}  # fmt: skip
@@ -169,7 +197,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     st2 = copy.deepcopy(s["state"])
     k2 = st2.kernel_args()
     t0 = time.perf_counter()
-    undone = call(K.apply_block, X2, s["w"], s["cm"], s["ev"], s["sign"], dn.copy(), sn.copy(),
+    undone = call(K.apply_block, X2, s["w"], s["cm"], s["ev"], np.arange(len(X2)), s["sign"], dn.copy(), sn.copy(),
                   s["cand"], k2, s["budget"], True)  # fmt: skip
     t_ap = time.perf_counter() - t0
     moves = int((X2 != s["X"]).sum())

@@ -191,8 +191,8 @@ def _attack(p, scorer, block):
         e, g = ev[s : s + block], sg[s : s + block]
         deltas, status = G.score(X, p["w"], p["cm"], e, g, p["mov"], p["cand"], ka,
                                  p["budget"], p["allow"], scorer=scorer)  # fmt: skip
-        undone += call(K.apply_block, X, p["w"], p["cm"], e, g, deltas, status, p["cand"], ka,
-                       p["budget"], True)  # fmt: skip
+        undone += call(K.apply_block, X, p["w"], p["cm"], e, np.arange(len(X)), g, deltas,
+                       status, p["cand"], ka, p["budget"], True)  # fmt: skip
     return X, state, undone
 
 
