@@ -329,6 +329,82 @@ def jsd_over(stats, j, d, max_jsd2):
     return False
 
 
+@njit(cache=True, inline="always")
+def _row_S(xn, w, row, r, stats, a_r, last_b, S_r, base_r):
+    """Σf of histogram row ``row`` (the ``r``-th row of its feature) if the current value
+    (slot ``a_r[r]``) became ``xn``; bitwise the first value of :func:`_row_after`.
+
+    Cached per row while the slot does not change (``last_b[r]``, ``S_r[r]``); the part of
+    the O(1) update that depends on the old slot only, ``Ssum + f(a after) - f(a before)``,
+    is computed once per row (``base_r[r]``, NaN while unknown or when the old slot is or
+    becomes negative), so a new slot costs two terms instead of four.
+    """
+    b = _slot_row(xn, stats, row)
+    if b == last_b[r]:
+        return S_r[r]
+    last_b[r] = b
+    a = a_r[r]
+    H0 = stats[3]
+    H = stats[4]
+    hs = stats[5]
+    Ssum = stats[6]
+    if a == b:
+        S_r[r] = Ssum[row]
+        return S_r[r]
+    hb = H[row, b]
+    hb2 = hb + w
+    base = base_r[r]
+    if not np.isnan(base) and hb >= 0.0 and hb2 >= 0.0:
+        Tq = hs[1, row]
+        pb = H0[row, b] / hs[0, row] if H0[row, b] > 0.0 else 0.0
+        S_r[r] = base + _f(pb, hb2 / Tq) - _f(pb, hb / Tq)
+    else:
+        S_r[r] = _row_after(H0, H, hs, Ssum, row, a, b, w)[0]
+    return S_r[r]
+
+
+@njit(cache=True, inline="always")
+def _row_init(xj, w, j, d, stats, a_r, last_b, base_r):
+    """Slot of the current value ``xj`` and the old-slot part of the O(1) update in every
+    histogram row of feature ``j`` (see :func:`_row_S`)."""
+    H0 = stats[3]
+    H = stats[4]
+    hs = stats[5]
+    Ssum = stats[6]
+    for r in range(a_r.shape[0]):
+        row = r * d + j
+        a = _slot_row(xj, stats, row)
+        a_r[r] = a
+        last_b[r] = -1
+        ha = H[row, a]
+        ha2 = ha - w
+        if ha >= 0.0 and ha2 >= 0.0:
+            Tq = hs[1, row]
+            pa = H0[row, a] / hs[0, row] if H0[row, a] > 0.0 else 0.0
+            base_r[r] = Ssum[row] + _f(pa, ha2 / Tq) - _f(pa, ha / Tq)
+        else:
+            base_r[r] = np.nan
+
+
+@njit(cache=True, inline="always")
+def _extra_rows_ok(xn, w, j, d, stats, a_r, last_b, S_r, base_r, first):
+    """True if every extra histogram row (r >= 1) of feature ``j`` stays within its limit
+    ``hs[2]`` if the value became ``xn``.  The rows are checked from ``first`` on (the row
+    that failed last, cyclically) and the check stops at the first failing row; returns
+    (ok, the failing row or ``first``).  The order does not change the answer."""
+    hs = stats[5]
+    nrow = a_r.shape[0]
+    r = first
+    for _ in range(nrow - 1):
+        row = r * d + j
+        if _row_S(xn, w, row, r, stats, a_r, last_b, S_r, base_r) > hs[2, row]:
+            return False, r
+        r += 1
+        if r == nrow:
+            r = 1
+    return True, first
+
+
 @njit(cache=True)
 def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmissible):
     """Best move of feature ``j`` of one event (``ev``: its index, seeds the draws).
@@ -337,6 +413,16 @@ def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmi
     ``per_change`` against the current ``Ccur``.  Returns (delta, score, status): status 1 =
     admissible move found, 2 = inadmissible move returned (``allow_inadmissible``), 0 = no
     move.
+
+    The move is the admissible candidate of minimal score, the first in candidate order
+    among equal scores (status 1); else, with ``allow_inadmissible``, the candidate of
+    minimal score among all (status 2).  The score uses the attack's own histogram row and
+    the correlation term only; the extra rows of the binning-robust budget are admissibility
+    checks.  So each candidate costs O(1): the own row and the correlation limits first;
+    the extra rows (O(R), stopping at the first failing one) only for a candidate that
+    would beat the best fully admissible one so far; and the correlation term is skipped
+    when the JSD part alone, ``alpha*JSD``, already reaches that best score (a lower bound
+    of the score when ``beta >= 0``).  None of this changes which move is chosen.
     """
     edges, lo_e, inv_w, H0, H, hs, Ssum, mean, cov, sig, Ccur, C0, valid, F2, W = stats
     mode, max_jsd, max_frob, norm0, alpha, beta = budget
@@ -400,9 +486,12 @@ def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmi
     a_r = np.empty(nrow, dtype=np.int64)
     last_b = np.empty(nrow, dtype=np.int64)
     S_r = np.empty(nrow)
-    _jsd_init(xj, j, d, stats, a_r, last_b)
+    base_r = np.empty(nrow)
+    _row_init(xj, w, j, d, stats, a_r, last_b, base_r)
     max_jsd2 = max_jsd * max_jsd
+    lim0 = hs[2, j]
     maxF2 = (max_frob * norm0) ** 2 if mode == MODE_CUMULATIVE else 0.5 * max_frob * max_frob
+    bound = beta >= 0.0  # alpha*JSD is a lower bound of the score
 
     best_d = 0.0
     best_sc = np.inf
@@ -410,16 +499,23 @@ def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmi
     any_d = 0.0
     any_sc = np.inf
     skip_bad = not allow_inadmissible
+    first = 1
     for c_i in range(n_c):
         delta = _delta(c_i, cand, ev, j, xj, s, st, dist)
         if np.isnan(delta):
             break
         if delta == 0.0:  # min_change = 0: the zero move is no candidate
             continue
-        jsd2, jsd_ok = _jsd_candidate(xj + delta, w, j, d, stats, a_r, last_b, S_r, max_jsd2)
-        if skip_bad and not jsd_ok:  # inadmissible: the correlation term is not needed
+        xn = xj + delta
+        S0 = _row_S(xn, w, j, 0, stats, a_r, last_b, S_r, base_r)
+        ok0 = not (S0 > lim0 or S0 > max_jsd2)
+        if skip_bad and not ok0:  # inadmissible: the correlation term is not needed
             continue
-        jsd = np.sqrt(jsd2)
+        jsd = np.sqrt(S0 if S0 > 0.0 else 0.0)
+        if bound and alpha * jsd >= best_sc:
+            # score >= best admissible score so far (and >= the best score of any
+            # candidate, which is lower): this candidate can replace neither
+            continue
         if corr_j:
             v = varj + 2.0 * delta * r * dxj + delta * delta * r * (1.0 - r)
             if v < 1e-300:
@@ -438,15 +534,18 @@ def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmi
             if F2n < 0.0:
                 F2n = 0.0
             corr_term = np.sqrt(F2n) / norm0
-            ok = jsd_ok and F2n <= maxF2
+            ok = ok0 and F2n <= maxF2
         else:
             corr_term = np.sqrt(2.0 * rs)
-            ok = jsd_ok and rs <= maxF2
+            ok = ok0 and rs <= maxF2
         sc = alpha * jsd + beta * corr_term
         if ok and sc < best_sc:
-            best_sc = sc
-            best_d = delta
-            found = 1
+            if nrow > 1:
+                ok, first = _extra_rows_ok(xn, w, j, d, stats, a_r, last_b, S_r, base_r, first)
+            if ok:
+                best_sc = sc
+                best_d = delta
+                found = 1
         if sc < any_sc:
             any_sc = sc
             any_d = delta
