@@ -330,17 +330,21 @@ def jsd_over(stats, j, d, max_jsd2):
 
 
 @njit(cache=True, inline="always")
-def _row_S(xn, w, row, r, stats, a_r, last_b, S_r, base_r):
-    """Σf of histogram row ``row`` (the ``r``-th row of its feature) if the current value
-    (slot ``a_r[r]``) became ``xn``; bitwise the first value of :func:`_row_after`.
+def _row_S(xj, xn, w, row, r, stats, a_r, last_b, S_r, base_r):
+    """Σf of histogram row ``row`` (the ``r``-th row of its feature) if its current value
+    ``xj`` became ``xn``; bitwise the first value of :func:`_row_after`.
 
-    Cached per row while the slot does not change (``last_b[r]``, ``S_r[r]``); the part of
-    the O(1) update that depends on the old slot only, ``Ssum + f(a after) - f(a before)``,
-    is computed once per row (``base_r[r]``, NaN while unknown or when the old slot is or
-    becomes negative), so a new slot costs two terms instead of four.
+    Per-row caches, filled on first use (``last_b[r] == -2``: not yet; see
+    :func:`_rows_reset`): ``a_r[r]`` the slot of ``xj``; ``base_r[r]`` the part of the
+    O(1) update that depends on that slot only, ``Ssum + f(a after) - f(a before)`` (NaN
+    when the slot is or becomes negative), so a new slot costs two terms instead of four;
+    ``last_b[r]``, ``S_r[r]`` the last slot asked for and its value.
     """
+    lb = last_b[r]
+    if lb == -2:
+        _row_first(xj, w, row, r, stats, a_r, base_r)
     b = _slot_row(xn, stats, row)
-    if b == last_b[r]:
+    if b == lb:
         return S_r[r]
     last_b[r] = b
     a = a_r[r]
@@ -364,30 +368,33 @@ def _row_S(xn, w, row, r, stats, a_r, last_b, S_r, base_r):
 
 
 @njit(cache=True, inline="always")
-def _row_init(xj, w, j, d, stats, a_r, last_b, base_r):
-    """Slot of the current value ``xj`` and the old-slot part of the O(1) update in every
-    histogram row of feature ``j`` (see :func:`_row_S`)."""
+def _row_first(xj, w, row, r, stats, a_r, base_r):
+    """Fill the caches of :func:`_row_S` that depend on the old value ``xj`` only."""
     H0 = stats[3]
     H = stats[4]
     hs = stats[5]
     Ssum = stats[6]
-    for r in range(a_r.shape[0]):
-        row = r * d + j
-        a = _slot_row(xj, stats, row)
-        a_r[r] = a
-        last_b[r] = -1
-        ha = H[row, a]
-        ha2 = ha - w
-        if ha >= 0.0 and ha2 >= 0.0:
-            Tq = hs[1, row]
-            pa = H0[row, a] / hs[0, row] if H0[row, a] > 0.0 else 0.0
-            base_r[r] = Ssum[row] + _f(pa, ha2 / Tq) - _f(pa, ha / Tq)
-        else:
-            base_r[r] = np.nan
+    a = _slot_row(xj, stats, row)
+    a_r[r] = a
+    ha = H[row, a]
+    ha2 = ha - w
+    if ha >= 0.0 and ha2 >= 0.0:
+        Tq = hs[1, row]
+        pa = H0[row, a] / hs[0, row] if H0[row, a] > 0.0 else 0.0
+        base_r[r] = Ssum[row] + _f(pa, ha2 / Tq) - _f(pa, ha / Tq)
+    else:
+        base_r[r] = np.nan
 
 
 @njit(cache=True, inline="always")
-def _extra_rows_ok(xn, w, j, d, stats, a_r, last_b, S_r, base_r, first):
+def _rows_reset(last_b):
+    """Empty the per-row caches of :func:`_row_S` (for a new old value)."""
+    for r in range(last_b.shape[0]):
+        last_b[r] = -2
+
+
+@njit(cache=True, inline="always")
+def _extra_rows_ok(xj, xn, w, j, d, stats, a_r, last_b, S_r, base_r, first):
     """True if every extra histogram row (r >= 1) of feature ``j`` stays within its limit
     ``hs[2]`` if the value became ``xn``.  The rows are checked from ``first`` on (the row
     that failed last, cyclically) and the check stops at the first failing row; returns
@@ -397,12 +404,37 @@ def _extra_rows_ok(xn, w, j, d, stats, a_r, last_b, S_r, base_r, first):
     r = first
     for _ in range(nrow - 1):
         row = r * d + j
-        if _row_S(xn, w, row, r, stats, a_r, last_b, S_r, base_r) > hs[2, row]:
+        if _row_S(xj, xn, w, row, r, stats, a_r, last_b, S_r, base_r) > hs[2, row]:
             return False, r
         r += 1
         if r == nrow:
             r = 1
     return True, first
+
+
+@njit(cache=True, inline="always")
+def _fill_deltas(cand, ev, j, xj, s, st, dist, n_c, dl):
+    """The candidate moves into ``dl[:n]``; returns ``n``, the candidates before the first
+    one beyond the bound (where the candidate loop stops)."""
+    if cand[6][j] == 0 and cand[4] == 0:
+        # the grid min_change + c_i*step: its magnitudes do not decrease with c_i, so the
+        # first one beyond the bound ends it (as _delta would)
+        mc = cand[2][j]
+        n = n_c
+        for c_i in range(n_c):
+            mag = mc + c_i * st
+            if mag > dist:
+                n = c_i
+                break
+        for c_i in range(n):
+            dl[c_i] = s * (mc + c_i * st)
+        return n
+    for c_i in range(n_c):
+        delta = _delta(c_i, cand, ev, j, xj, s, st, dist)
+        if np.isnan(delta):
+            return c_i
+        dl[c_i] = delta
+    return n_c
 
 
 @njit(cache=True)
@@ -416,13 +448,31 @@ def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmi
 
     The move is the admissible candidate of minimal score, the first in candidate order
     among equal scores (status 1); else, with ``allow_inadmissible``, the candidate of
-    minimal score among all (status 2).  The score uses the attack's own histogram row and
-    the correlation term only; the extra rows of the binning-robust budget are admissibility
-    checks.  So each candidate costs O(1): the own row and the correlation limits first;
-    the extra rows (O(R), stopping at the first failing one) only for a candidate that
-    would beat the best fully admissible one so far; and the correlation term is skipped
-    when the JSD part alone, ``alpha*JSD``, already reaches that best score (a lower bound
-    of the score when ``beta >= 0``).  None of this changes which move is chosen.
+    minimal score among all (status 2).  See :func:`_score` for how this is computed.
+    """
+    nrow = stats[0].shape[0] // x.shape[0]
+    fb = np.empty((3, max(cand[4], cand[5], 1)))
+    ib = np.empty((2, nrow), dtype=np.int64)
+    rb = np.empty((2, nrow))
+    return _score(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmissible, fb, ib, rb)
+
+
+@njit(cache=True)
+def _score(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmissible, fb, ib, rb):
+    """:func:`score_feature` with its work arrays passed in (``fb`` (3, >= candidates)
+    floats, ``ib`` (2, R) ints, ``rb`` (2, R) floats; R histogram rows per feature), so that
+    a caller scoring many features allocates them once.
+
+    How the choice is computed (none of it changes which move is chosen):
+
+    * the correlation term of every candidate first, in one branch-free loop over the
+      candidates (the closed form is O(1) each; the compiler vectorises it);
+    * then, in candidate order, the attack's own histogram row (O(1), cached while the
+      candidate stays in one bin) for the candidates within the correlation limit (all of
+      them with ``allow_inadmissible``), and the score ``alpha*JSD + beta*corr``;
+    * the extra rows of the binning-robust budget are admissibility checks only (O(R),
+      stopping at the first failing row): made only for a candidate that would beat the
+      best fully admissible one so far.
     """
     edges, lo_e, inv_w, H0, H, hs, Ssum, mean, cov, sig, Ccur, C0, valid, F2, W = stats
     mode, max_jsd, max_frob, norm0, alpha, beta = budget
@@ -481,42 +531,15 @@ def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmi
     R = F2[0] - 2.0 * rowsq
     varj = cov[j, j]
     dxj = xj - mean[j]
-    # --- JSD pieces that do not depend on the candidate (every histogram row) ---
-    nrow = stats[0].shape[0] // d
-    a_r = np.empty(nrow, dtype=np.int64)
-    last_b = np.empty(nrow, dtype=np.int64)
-    S_r = np.empty(nrow)
-    base_r = np.empty(nrow)
-    _row_init(xj, w, j, d, stats, a_r, last_b, base_r)
-    max_jsd2 = max_jsd * max_jsd
-    lim0 = hs[2, j]
     maxF2 = (max_frob * norm0) ** 2 if mode == MODE_CUMULATIVE else 0.5 * max_frob * max_frob
-    bound = beta >= 0.0  # alpha*JSD is a lower bound of the score
-
-    best_d = 0.0
-    best_sc = np.inf
-    found = 0
-    any_d = 0.0
-    any_sc = np.inf
-    skip_bad = not allow_inadmissible
-    first = 1
-    for c_i in range(n_c):
-        delta = _delta(c_i, cand, ev, j, xj, s, st, dist)
-        if np.isnan(delta):
-            break
-        if delta == 0.0:  # min_change = 0: the zero move is no candidate
-            continue
-        xn = xj + delta
-        S0 = _row_S(xn, w, j, 0, stats, a_r, last_b, S_r, base_r)
-        ok0 = not (S0 > lim0 or S0 > max_jsd2)
-        if skip_bad and not ok0:  # inadmissible: the correlation term is not needed
-            continue
-        jsd = np.sqrt(S0 if S0 > 0.0 else 0.0)
-        if bound and alpha * jsd >= best_sc:
-            # score >= best admissible score so far (and >= the best score of any
-            # candidate, which is lower): this candidate can replace neither
-            continue
-        if corr_j:
+    # --- the candidates and their correlation terms (branch-free loops) ---
+    dl = fb[0]
+    ct = fb[1]
+    okc = fb[2]
+    n = _fill_deltas(cand, ev, j, xj, s, st, dist, n_c, dl)
+    if corr_j:
+        for k in range(n):
+            delta = dl[k]
             v = varj + 2.0 * delta * r * dxj + delta * delta * r * (1.0 - r)
             if v < 1e-300:
                 v = 1e-300
@@ -527,21 +550,61 @@ def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmi
             )
             if rs < 0.0:
                 rs = 0.0
-        else:
-            rs = 0.0
-        if mode == MODE_CUMULATIVE:
-            F2n = R + 2.0 * rs
+            ct[k] = rs
+    else:
+        for k in range(n):
+            ct[k] = 0.0
+    if mode == MODE_CUMULATIVE:
+        for k in range(n):
+            F2n = R + 2.0 * ct[k]
             if F2n < 0.0:
                 F2n = 0.0
-            corr_term = np.sqrt(F2n) / norm0
-            ok = ok0 and F2n <= maxF2
-        else:
-            corr_term = np.sqrt(2.0 * rs)
-            ok = ok0 and rs <= maxF2
-        sc = alpha * jsd + beta * corr_term
+            okc[k] = 1.0 if F2n <= maxF2 else 0.0
+            ct[k] = np.sqrt(F2n) / norm0
+    else:
+        for k in range(n):
+            rs = ct[k]
+            okc[k] = 1.0 if rs <= maxF2 else 0.0
+            ct[k] = np.sqrt(2.0 * rs)
+    # --- JSD pieces that do not depend on the candidate (every histogram row) ---
+    nrow = stats[0].shape[0] // d
+    a_r = ib[0]
+    last_b = ib[1]
+    S_r = rb[0]
+    base_r = rb[1]
+    _rows_reset(last_b)
+    max_jsd2 = max_jsd * max_jsd
+    lim0 = hs[2, j]
+
+    best_d = 0.0
+    best_sc = np.inf
+    found = 0
+    any_d = 0.0
+    any_sc = np.inf
+    skip_bad = not allow_inadmissible
+    first = 1
+    S_last = np.nan
+    jsd = 0.0
+    for k in range(n):
+        delta = dl[k]
+        if delta == 0.0:  # min_change = 0: the zero move is no candidate
+            continue
+        ok = okc[k] != 0.0
+        if skip_bad and not ok:  # inadmissible: the JSD is not needed
+            continue
+        xn = xj + delta
+        S0 = _row_S(xj, xn, w, j, 0, stats, a_r, last_b, S_r, base_r)
+        if S0 > lim0 or S0 > max_jsd2:
+            if skip_bad:
+                continue
+            ok = False
+        if S0 != S_last:  # one square root per bin, not per candidate
+            S_last = S0
+            jsd = np.sqrt(S0 if S0 > 0.0 else 0.0)
+        sc = alpha * jsd + beta * ct[k]
         if ok and sc < best_sc:
             if nrow > 1:
-                ok, first = _extra_rows_ok(xn, w, j, d, stats, a_r, last_b, S_r, base_r, first)
+                ok, first = _extra_rows_ok(xj, xn, w, j, d, stats, a_r, last_b, S_r, base_r, first)
             if ok:
                 best_sc = sc
                 best_d = delta
@@ -624,15 +687,20 @@ def score_block(X, wts, cons, events, sign, movable, cand, stats, budget, allow_
     d = X.shape[1]
     deltas = np.zeros((m, d))
     status = np.zeros((m, d), dtype=np.int8)
+    nrow = stats[0].shape[0] // d
     for t in prange(m):
         i = events[t]
         x = X[i]
+        fb = np.empty((3, max(cand[4], cand[5], 1)))  # work arrays, one set per event
+        ib = np.empty((2, nrow), dtype=np.int64)
+        rb = np.empty((2, nrow))
         for j in range(d):
             if not movable[i, j]:
                 continue
-            dl, sc, stt = score_feature(
-                x, wts[i], j, sign[t, j], i, cand, stats, budget, cons[i], allow_inadmissible
-            )
+            dl, sc, stt = _score(
+                x, wts[i], j, sign[t, j], i, cand, stats, budget, cons[i], allow_inadmissible,
+                fb, ib, rb,
+            )  # fmt: skip
             deltas[t, j] = dl
             status[t, j] = stt
     return deltas, status
@@ -668,6 +736,10 @@ def apply_block(X, wts, cons, events, sign, deltas, status, cand, stats, budget,
     max_jsd2 = max_jsd * max_jsd
     maxF2 = (max_frob * norm0) ** 2
     undone = 0
+    nrow = stats[0].shape[0] // d
+    fb = np.empty((3, max(cand[4], cand[5], 1)))  # work arrays of the re-scores
+    ib = np.empty((2, nrow), dtype=np.int64)
+    rb = np.empty((2, nrow))
     for t in range(m):
         i = events[t]
         for j in range(d):
@@ -685,8 +757,8 @@ def apply_block(X, wts, cons, events, sign, deltas, status, cand, stats, budget,
                 apply_move(X[i], wts[i], j, old, stats)
                 X[i, j] = old
                 undone += 1
-                dl2, sc2, stt2 = score_feature(
-                    X[i], wts[i], j, sign[t, j], i, cand, stats, budget, True, False
+                dl2, sc2, stt2 = _score(
+                    X[i], wts[i], j, sign[t, j], i, cand, stats, budget, True, False, fb, ib, rb
                 )
                 status[t, j] = 0
                 if stt2 == 1:
