@@ -395,50 +395,82 @@ def _rows_reset(last_b):
 
 
 @njit(cache=True, inline="always")
-def _row_lower(xj, w, b, row, r, stats, a_r, last_b, base_r):
-    """A lower bound, without logarithms, of the value :func:`_row_S` computes for a
-    candidate in slot ``b`` (-inf where none is given).
+def _row_bounds(w, a, b, row, stats):
+    """Bounds, without logarithms, of the value :func:`_row_after` (and :func:`_row_S`)
+    computes for moving weight ``w > 0`` from slot ``a`` to slot ``b != a`` of histogram
+    row ``row``: (lower, upper), infinite where none is given.
 
-    Adding weight ``w > 0`` to slot ``b`` changes its term from ``f(p, q)`` to ``f(p, q +
-    e)`` (``q = H/Tq``, ``e = w/Tq``); ``f`` is convex in ``q`` with ``df/dq = ½ log2(2q/(p +
-    q))``, and ``ln y >= 1 - 1/y``, so ``f(p, q + e) - f(p, q) >= ½ log2(e)·e·(q - p)/(2q)``
-    for ``q > 0``.  The margin of 1e-12 times the magnitudes involved is many orders above
-    the rounding of either side (a few units in the last place), so the bound holds for the
+    With ``q = H/Tq``, ``e = w/Tq`` and ``c = ½ log2(e)``, ``f(p, q)`` is convex in ``q``
+    with ``df/dq = c ln(2q/(p + q))``; the tangent inequalities of convexity and ``1 - 1/y
+    <= ln y <= y - 1`` give, for the slot that gains (``q = q_b``) and the one that loses
+    (``q = q_a > e``)::
+
+        c e (q - p)/(2q)       <= f(p, q + e) - f(p, q) <= c e (q + e - p)/(p + q + e)
+        -c e (q - p)/(p + q)   <= f(p, q - e) - f(p, q) <= -c e (q - e - p)/(2(q - e))
+
+    (the first lower bound needs ``q > 0``).  Both are within O(e·(q - p)²/q² + e²/q) of
+    the value.  The margin of 1e-12 times the magnitudes involved is orders above the
+    rounding of either side (a few units in the last place), so the bounds hold for the
     computed value too.
     """
-    if last_b[r] == -2:
-        _row_first(xj, w, row, r, stats, a_r, base_r)
-        last_b[r] = -1
-    Ssum = stats[6]
-    if b == a_r[r]:
-        return Ssum[row]
-    base = base_r[r]
     H = stats[4]
+    ha = H[row, a]
     hb = H[row, b]
-    if np.isnan(base) or not (hb > 0.0 and w > 0.0):
-        return -np.inf
+    if not (w > 0.0 and ha - w > 0.0 and hb >= 0.0):
+        return -np.inf, np.inf  # not the O(1) case of _row_after, or a weight <= 0
     H0 = stats[3]
     hs = stats[5]
+    T0 = hs[0, row]
     Tq = hs[1, row]
-    p = H0[row, b] / hs[0, row] if H0[row, b] > 0.0 else 0.0
-    q = hb / Tq
+    c = 0.5 * _LOG2E
     e = w / Tq
-    g = 0.5 * _LOG2E * e * (q - p) / (2.0 * q)
-    return base + g - 1e-12 * (abs(base) + abs(g) + 2.0 * (p + q + e))
+    pa = H0[row, a] / T0 if H0[row, a] > 0.0 else 0.0
+    pb = H0[row, b] / T0 if H0[row, b] > 0.0 else 0.0
+    qa = ha / Tq
+    qa2 = (ha - w) / Tq
+    qb = hb / Tq
+    lo_a = -c * e * (qa - pa) / (pa + qa)
+    hi_a = -c * e * (qa2 - pa) / (2.0 * qa2)
+    hi_b = c * e * (qb + e - pb) / (pb + qb + e)
+    lo_b = c * e * (qb - pb) / (2.0 * qb) if qb > 0.0 else -np.inf
+    S = stats[6][row]
+    m = abs(S) + abs(lo_a) + abs(hi_a) + abs(hi_b) + 2.0 * (pa + qa + pb + qb + e)
+    if qb > 0.0:
+        m += abs(lo_b)
+    m *= 1e-12
+    return S + lo_a + lo_b - m, S + hi_a + hi_b + m
 
 
 @njit(cache=True, inline="always")
 def _extra_rows_ok(xj, xn, w, j, d, stats, a_r, last_b, S_r, base_r, first):
     """True if every extra histogram row (r >= 1) of feature ``j`` stays within its limit
-    ``hs[2]`` if the value became ``xn``.  The rows are checked from ``first`` on (the row
-    that failed last, cyclically) and the check stops at the first failing row; returns
-    (ok, the failing row or ``first``).  The order does not change the answer."""
+    ``hs[2]`` if the value became ``xn``.  A row is decided by the bounds of
+    :func:`_row_bounds` where they settle it, else by its value (:func:`_row_S`).  The rows
+    are checked from ``first`` on (the row that failed last, cyclically) and the check stops
+    at the first failing row; returns (ok, the failing row or ``first``).  The order does
+    not change the answer."""
     hs = stats[5]
     nrow = a_r.shape[0]
     r = first
     for _ in range(nrow - 1):
         row = r * d + j
-        if _row_S(xj, xn, w, row, r, stats, a_r, last_b, S_r, base_r) > hs[2, row]:
+        lim = hs[2, row]
+        b = _slot_row(xn, stats, row)
+        if b == last_b[r]:
+            S = S_r[r]
+        else:
+            a = a_r[r] if last_b[r] != -2 else _slot_row(xj, stats, row)
+            if a == b:
+                S = stats[6][row]
+            else:
+                lo, hi = _row_bounds(w, a, b, row, stats)
+                if hi <= lim:
+                    S = hi
+                elif lo > lim:
+                    S = lo
+                else:
+                    S = _row_S(xj, xn, w, row, r, stats, a_r, last_b, S_r, base_r)
+        if S > lim:
             return False, r
         r += 1
         if r == nrow:
@@ -619,11 +651,15 @@ def _score(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmissible,
     first = 1
     S_last = np.nan
     jsd = 0.0
-    # the lower bound: alpha >= 0 keeps alpha*sqrt(S) monotone in S, and w > 0 (see
-    # _row_lower); the bin it was last computed for and its JSD part
-    prune = alpha >= 0.0 and w > 0.0
+    # the log-free lower bound of a bin's own-row value (_row_bounds, needs w > 0): the bin
+    # it was last computed for, whether it breaks the row's limits and its JSD part of the
+    # score (a lower bound of the score while alpha >= 0 keeps alpha*sqrt(S) monotone)
+    prune = alpha >= 0.0
+    bound = w > 0.0
     lb_b = -1
     lb_j = 0.0
+    lb_bad = False
+    a0 = -1
     for k in range(n):
         delta = dl[k]
         if delta == 0.0:  # min_change = 0: the zero move is no candidate
@@ -632,16 +668,23 @@ def _score(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmissible,
         if skip_bad and not ok:  # inadmissible: the JSD is not needed
             continue
         xn = xj + delta
-        if prune and best_sc < np.inf:
-            # a candidate in a new bin: skip it if a lower bound of its score already
-            # reaches the best score (its own-row value is then never computed)
+        if bound:
+            # a candidate in a bin whose own-row value is not known yet: skip it when a
+            # lower bound of that value already breaks the row's limit, or when the lower
+            # bound of its score already reaches the best score (the value is then never
+            # computed)
             b0 = _slot_row(xn, stats, j)
             if b0 != last_b[0]:
                 if b0 != lb_b:
                     lb_b = b0
-                    lbS = _row_lower(xj, w, b0, j, 0, stats, a_r, last_b, base_r)
+                    if a0 < 0:
+                        a0 = _slot_row(xj, stats, j)
+                    lbS = Ssum[j] if b0 == a0 else _row_bounds(w, a0, b0, j, stats)[0]
+                    lb_bad = lbS > lim0 or lbS > max_jsd2
                     lb_j = alpha * np.sqrt(lbS if lbS > 0.0 else 0.0)
-                if lb_j + beta * ct[k] >= best_sc:
+                if skip_bad and lb_bad:
+                    continue
+                if prune and lb_j + beta * ct[k] >= best_sc:
                     continue
         S0 = _row_S(xj, xn, w, j, 0, stats, a_r, last_b, S_r, base_r)
         if S0 > lim0 or S0 > max_jsd2:
