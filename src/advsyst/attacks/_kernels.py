@@ -830,7 +830,7 @@ def apply_block(X, wts, cons, events, sign, deltas, status, cand, stats, budget,
     maxF2 = (max_frob * norm0) ** 2
     undone = 0
     nrow = stats[0].shape[0] // d
-    fb = np.empty((3, max(cand[4], cand[5], 1)))  # work arrays of the re-scores
+    fb = np.empty((3, 0))  # work arrays of the re-scores, allocated at the first one
     ib = np.empty((2, nrow), dtype=np.int64)
     rb = np.empty((2, nrow))
     for t in range(m):
@@ -850,6 +850,8 @@ def apply_block(X, wts, cons, events, sign, deltas, status, cand, stats, budget,
                 apply_move(X[i], wts[i], j, old, stats)
                 X[i, j] = old
                 undone += 1
+                if fb.shape[1] == 0:
+                    fb = np.empty((3, max(cand[4], cand[5], 1)))
                 dl2, sc2, stt2 = _score(
                     X[i], wts[i], j, sign[t, j], i, cand, stats, budget, True, False, fb, ib, rb
                 )
@@ -879,6 +881,10 @@ def exact_pass(X, wts, cons, events, sign, movable, cand, stats, budget, allow_i
     one = np.zeros(1, dtype=np.int64)
     dls = np.zeros((1, d))
     sts = np.zeros((1, d), dtype=np.int8)
+    nrow = stats[0].shape[0] // d
+    fb = np.empty((3, max(cand[4], cand[5], 1)))  # work arrays of _score
+    ib = np.empty((2, nrow), dtype=np.int64)
+    rb = np.empty((2, nrow))
     for t in range(m):
         i = events[t]
         one[0] = i
@@ -886,9 +892,10 @@ def exact_pass(X, wts, cons, events, sign, movable, cand, stats, budget, allow_i
         for j in range(d):
             if not movable[i, j]:
                 continue
-            dl, sc, stt = score_feature(
-                X[i], wts[i], j, sign[t, j], i, cand, stats, budget, cons[i], allow_inadmissible
-            )
+            dl, sc, stt = _score(
+                X[i], wts[i], j, sign[t, j], i, cand, stats, budget, cons[i], allow_inadmissible,
+                fb, ib, rb,
+            )  # fmt: skip
             if stt == 0:
                 continue
             dls[0, :] = 0.0
