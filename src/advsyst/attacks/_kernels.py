@@ -37,8 +37,10 @@ Moments: ``mean`` (d,), ``cov`` (d, d), ``sig`` (d,) = sqrt(diag(cov)); ``W`` = 
 correlation; ``F2[0]`` = ‖Ccur − C0‖²_F; ``valid`` (d,) bool: features taking part in the
 correlation (zero- or negative-variance ones do not).
 
-Every candidate costs O(R) (the histogram rows of its feature) after an O(d) preparation
-per (event, feature).  These kernels
+After an O(d) preparation per (event, feature) every candidate costs O(1): the score uses
+the own row and the correlation term only; the extra rows are admissibility checks, made
+(O(R)) only for a candidate that would beat the best admissible one so far, and mostly
+decided by log-free bounds (:func:`_row_bounds`); see :func:`_score`.  These kernels
 are the only incremental implementation of the statistics in advsyst; the batch functions
 :func:`advsyst.stats.jsd_per_feature`, :func:`advsyst.stats.pearson_correlation` and
 :func:`advsyst.stats.delta_fn` recompute everything from scratch and are the independent
