@@ -85,7 +85,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     w = np.ones(n)
     am = np.ones(n, bool)
     t0 = time.perf_counter()
-    st, state, w, cm = G.global_setup(cfg, X, None, w, am, am.copy(), None)
+    st, state, w, cm = G.setup_in_memory(cfg, X, None, w, am, am.copy(), None)
     log(f"engine setup (histograms, {len(st.extra)} extra binnings): "
         f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
     lo, hi, _ = G.shard_bounds(cfg, st, X)

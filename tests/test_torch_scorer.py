@@ -51,7 +51,7 @@ def _problem(budget="cumulative", extra=None, seed=0):
     cm = np.ones(N, bool)
     cm[: N // 10] = False  # events outside the constraint set
     names = [str(j) for j in range(D)]
-    setup, state, w, cm = G.global_setup(cfg, X, None, w, np.ones(N, bool), cm, names)
+    setup, state, w, cm = G.setup_in_memory(cfg, X, None, w, np.ones(N, bool), cm, names)
     assert len(setup.extra) == (0 if cfg.robust_binnings is None else 20)
     assert setup.discrete[DISC]
     lo, hi, _ = G.shard_bounds(cfg, setup, X)

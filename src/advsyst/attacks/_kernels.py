@@ -37,8 +37,10 @@ Moments: ``mean`` (d,), ``cov`` (d, d), ``sig`` (d,) = sqrt(diag(cov)); ``W`` = 
 correlation; ``F2[0]`` = ‖Ccur − C0‖²_F; ``valid`` (d,) bool: features taking part in the
 correlation (zero- or negative-variance ones do not).
 
-Every candidate costs O(R) (the histogram rows of its feature) after an O(d) preparation
-per (event, feature).  These kernels
+After an O(d) preparation per (event, feature) every candidate costs O(1): the score uses
+the own row and the correlation term only; the extra rows are admissibility checks, made
+(O(R)) only for a candidate that would beat the best admissible one so far, and mostly
+decided by log-free bounds (:func:`_row_bounds`); see :func:`_score`.  These kernels
 are the only incremental implementation of the statistics in advsyst; the batch functions
 :func:`advsyst.stats.jsd_per_feature`, :func:`advsyst.stats.pearson_correlation` and
 :func:`advsyst.stats.delta_fn` recompute everything from scratch and are the independent
@@ -329,6 +331,180 @@ def jsd_over(stats, j, d, max_jsd2):
     return False
 
 
+@njit(cache=True, inline="always")
+def _row_S(xj, xn, w, row, r, stats, a_r, last_b, S_r, base_r):
+    """Σf of histogram row ``row`` (the ``r``-th row of its feature) if its current value
+    ``xj`` became ``xn``; bitwise the first value of :func:`_row_after`.
+
+    Per-row caches, filled on first use (``last_b[r] == -2``: not yet; see
+    :func:`_rows_reset`): ``a_r[r]`` the slot of ``xj``; ``base_r[r]`` the part of the
+    O(1) update that depends on that slot only, ``Ssum + f(a after) - f(a before)`` (NaN
+    when the slot is or becomes negative), so a new slot costs two terms instead of four;
+    ``last_b[r]``, ``S_r[r]`` the last slot asked for and its value.
+    """
+    lb = last_b[r]
+    if lb == -2:
+        _row_first(xj, w, row, r, stats, a_r, base_r)
+        last_b[r] = -1
+    b = _slot_row(xn, stats, row)
+    if b == lb:
+        return S_r[r]
+    last_b[r] = b
+    a = a_r[r]
+    H0 = stats[3]
+    H = stats[4]
+    hs = stats[5]
+    Ssum = stats[6]
+    if a == b:
+        S_r[r] = Ssum[row]
+        return S_r[r]
+    hb = H[row, b]
+    hb2 = hb + w
+    base = base_r[r]
+    if not np.isnan(base) and hb >= 0.0 and hb2 >= 0.0:
+        Tq = hs[1, row]
+        pb = H0[row, b] / hs[0, row] if H0[row, b] > 0.0 else 0.0
+        S_r[r] = base + _f(pb, hb2 / Tq) - _f(pb, hb / Tq)
+    else:
+        S_r[r] = _row_after(H0, H, hs, Ssum, row, a, b, w)[0]
+    return S_r[r]
+
+
+@njit(cache=True, inline="always")
+def _row_first(xj, w, row, r, stats, a_r, base_r):
+    """Fill the caches of :func:`_row_S` that depend on the old value ``xj`` only."""
+    H0 = stats[3]
+    H = stats[4]
+    hs = stats[5]
+    Ssum = stats[6]
+    a = _slot_row(xj, stats, row)
+    a_r[r] = a
+    ha = H[row, a]
+    ha2 = ha - w
+    if ha >= 0.0 and ha2 >= 0.0:
+        Tq = hs[1, row]
+        pa = H0[row, a] / hs[0, row] if H0[row, a] > 0.0 else 0.0
+        base_r[r] = Ssum[row] + _f(pa, ha2 / Tq) - _f(pa, ha / Tq)
+    else:
+        base_r[r] = np.nan
+
+
+@njit(cache=True, inline="always")
+def _rows_reset(last_b):
+    """Empty the per-row caches of :func:`_row_S` (for a new old value)."""
+    for r in range(last_b.shape[0]):
+        last_b[r] = -2
+
+
+@njit(cache=True, inline="always")
+def _row_bounds(w, a, b, row, stats):
+    """Bounds, without logarithms, of the value :func:`_row_after` (and :func:`_row_S`)
+    computes for moving weight ``w > 0`` from slot ``a`` to slot ``b != a`` of histogram
+    row ``row``: (lower, upper), infinite where none is given.
+
+    With ``q = H/Tq``, ``e = w/Tq`` and ``c = ½ log2(e)``, ``f(p, q)`` is convex in ``q``
+    with ``df/dq = c ln(2q/(p + q))``; the tangent inequalities of convexity and ``1 - 1/y
+    <= ln y <= y - 1`` give, for the slot that gains (``q = q_b``) and the one that loses
+    (``q = q_a > e``)::
+
+        c e (q - p)/(2q)       <= f(p, q + e) - f(p, q) <= c e (q + e - p)/(p + q + e)
+        -c e (q - p)/(p + q)   <= f(p, q - e) - f(p, q) <= -c e (q - e - p)/(2(q - e))
+
+    (the first lower bound needs ``q > 0``).  Both are within O(e·(q - p)²/q² + e²/q) of
+    the value.  The margin of 1e-12 times the magnitudes involved is orders above the
+    rounding of either side (a few units in the last place), so the bounds hold for the
+    computed value too.
+    """
+    H = stats[4]
+    ha = H[row, a]
+    hb = H[row, b]
+    if not (w > 0.0 and ha - w > 0.0 and hb >= 0.0):
+        return -np.inf, np.inf  # not the O(1) case of _row_after, or a weight <= 0
+    H0 = stats[3]
+    hs = stats[5]
+    T0 = hs[0, row]
+    Tq = hs[1, row]
+    c = 0.5 * _LOG2E
+    e = w / Tq
+    pa = H0[row, a] / T0 if H0[row, a] > 0.0 else 0.0
+    pb = H0[row, b] / T0 if H0[row, b] > 0.0 else 0.0
+    qa = ha / Tq
+    qa2 = (ha - w) / Tq
+    qb = hb / Tq
+    lo_a = -c * e * (qa - pa) / (pa + qa)
+    hi_a = -c * e * (qa2 - pa) / (2.0 * qa2)
+    hi_b = c * e * (qb + e - pb) / (pb + qb + e)
+    lo_b = c * e * (qb - pb) / (2.0 * qb) if qb > 0.0 else -np.inf
+    S = stats[6][row]
+    m = abs(S) + abs(lo_a) + abs(hi_a) + abs(hi_b) + 2.0 * (pa + qa + pb + qb + e)
+    if qb > 0.0:
+        m += abs(lo_b)
+    m *= 1e-12
+    return S + lo_a + lo_b - m, S + hi_a + hi_b + m
+
+
+@njit(cache=True, inline="always")
+def _extra_rows_ok(xj, xn, w, j, d, stats, a_r, last_b, S_r, base_r, first):
+    """True if every extra histogram row (r >= 1) of feature ``j`` stays within its limit
+    ``hs[2]`` if the value became ``xn``.  A row is decided by the bounds of
+    :func:`_row_bounds` where they settle it, else by its value (:func:`_row_S`).  The rows
+    are checked from ``first`` on (the row that failed last, cyclically) and the check stops
+    at the first failing row; returns (ok, the failing row or ``first``).  The order does
+    not change the answer."""
+    hs = stats[5]
+    nrow = a_r.shape[0]
+    r = first
+    for _ in range(nrow - 1):
+        row = r * d + j
+        lim = hs[2, row]
+        b = _slot_row(xn, stats, row)
+        if b == last_b[r]:
+            S = S_r[r]
+        else:
+            a = a_r[r] if last_b[r] != -2 else _slot_row(xj, stats, row)
+            if a == b:
+                S = stats[6][row]
+            else:
+                lo, hi = _row_bounds(w, a, b, row, stats)
+                if hi <= lim:
+                    S = hi
+                elif lo > lim:
+                    S = lo
+                else:
+                    S = _row_S(xj, xn, w, row, r, stats, a_r, last_b, S_r, base_r)
+        if S > lim:
+            return False, r
+        r += 1
+        if r == nrow:
+            r = 1
+    return True, first
+
+
+@njit(cache=True, inline="always")
+def _fill_deltas(cand, ev, j, xj, s, st, dist, n_c, dl):
+    """The candidate moves into ``dl[:n]``; returns ``n``, the candidates before the first
+    one beyond the bound (where the candidate loop stops)."""
+    if cand[6][j] == 0 and cand[4] == 0:
+        # the grid min_change + c_i*step: its magnitudes do not decrease with c_i, so the
+        # first one beyond the bound ends it (as _delta would)
+        mc = cand[2][j]
+        n = n_c
+        for c_i in range(n_c):
+            mag = mc + c_i * st
+            if mag > dist:
+                n = c_i
+                break
+        for c_i in range(n):
+            dl[c_i] = s * (mc + c_i * st)
+        return n
+    for c_i in range(n_c):
+        delta = _delta(c_i, cand, ev, j, xj, s, st, dist)
+        if np.isnan(delta):
+            return c_i
+        dl[c_i] = delta
+    return n_c
+
+
 @njit(cache=True)
 def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmissible):
     """Best move of feature ``j`` of one event (``ev``: its index, seeds the draws).
@@ -337,6 +513,34 @@ def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmi
     ``per_change`` against the current ``Ccur``.  Returns (delta, score, status): status 1 =
     admissible move found, 2 = inadmissible move returned (``allow_inadmissible``), 0 = no
     move.
+
+    The move is the admissible candidate of minimal score, the first in candidate order
+    among equal scores (status 1); else, with ``allow_inadmissible``, the candidate of
+    minimal score among all (status 2).  See :func:`_score` for how this is computed.
+    """
+    nrow = stats[0].shape[0] // x.shape[0]
+    fb = np.empty((3, max(cand[4], cand[5], 1)))
+    ib = np.empty((2, nrow), dtype=np.int64)
+    rb = np.empty((2, nrow))
+    return _score(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmissible, fb, ib, rb)
+
+
+@njit(cache=True)
+def _score(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmissible, fb, ib, rb):
+    """:func:`score_feature` with its work arrays passed in (``fb`` (3, >= candidates)
+    floats, ``ib`` (2, R) ints, ``rb`` (2, R) floats; R histogram rows per feature), so that
+    a caller scoring many features allocates them once.
+
+    How the choice is computed (none of it changes which move is chosen):
+
+    * the correlation term of every candidate first, in one branch-free loop over the
+      candidates (the closed form is O(1) each; the compiler vectorises it);
+    * then, in candidate order, the attack's own histogram row (O(1), cached while the
+      candidate stays in one bin) for the candidates within the correlation limit (all of
+      them with ``allow_inadmissible``), and the score ``alpha*JSD + beta*corr``;
+    * the extra rows of the binning-robust budget are admissibility checks only (O(R),
+      stopping at the first failing row): made only for a candidate that would beat the
+      best fully admissible one so far.
     """
     edges, lo_e, inv_w, H0, H, hs, Ssum, mean, cov, sig, Ccur, C0, valid, F2, W = stats
     mode, max_jsd, max_frob, norm0, alpha, beta = budget
@@ -395,32 +599,15 @@ def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmi
     R = F2[0] - 2.0 * rowsq
     varj = cov[j, j]
     dxj = xj - mean[j]
-    # --- JSD pieces that do not depend on the candidate (every histogram row) ---
-    nrow = stats[0].shape[0] // d
-    a_r = np.empty(nrow, dtype=np.int64)
-    last_b = np.empty(nrow, dtype=np.int64)
-    S_r = np.empty(nrow)
-    _jsd_init(xj, j, d, stats, a_r, last_b)
-    max_jsd2 = max_jsd * max_jsd
     maxF2 = (max_frob * norm0) ** 2 if mode == MODE_CUMULATIVE else 0.5 * max_frob * max_frob
-
-    best_d = 0.0
-    best_sc = np.inf
-    found = 0
-    any_d = 0.0
-    any_sc = np.inf
-    skip_bad = not allow_inadmissible
-    for c_i in range(n_c):
-        delta = _delta(c_i, cand, ev, j, xj, s, st, dist)
-        if np.isnan(delta):
-            break
-        if delta == 0.0:  # min_change = 0: the zero move is no candidate
-            continue
-        jsd2, jsd_ok = _jsd_candidate(xj + delta, w, j, d, stats, a_r, last_b, S_r, max_jsd2)
-        if skip_bad and not jsd_ok:  # inadmissible: the correlation term is not needed
-            continue
-        jsd = np.sqrt(jsd2)
-        if corr_j:
+    # --- the candidates and their correlation terms (branch-free loops) ---
+    dl = fb[0]
+    ct = fb[1]
+    okc = fb[2]
+    n = _fill_deltas(cand, ev, j, xj, s, st, dist, n_c, dl)
+    if corr_j:
+        for k in range(n):
+            delta = dl[k]
             v = varj + 2.0 * delta * r * dxj + delta * delta * r * (1.0 - r)
             if v < 1e-300:
                 v = 1e-300
@@ -431,22 +618,92 @@ def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmi
             )
             if rs < 0.0:
                 rs = 0.0
-        else:
-            rs = 0.0
-        if mode == MODE_CUMULATIVE:
-            F2n = R + 2.0 * rs
+            ct[k] = rs
+    else:
+        for k in range(n):
+            ct[k] = 0.0
+    if mode == MODE_CUMULATIVE:
+        for k in range(n):
+            F2n = R + 2.0 * ct[k]
             if F2n < 0.0:
                 F2n = 0.0
-            corr_term = np.sqrt(F2n) / norm0
-            ok = jsd_ok and F2n <= maxF2
-        else:
-            corr_term = np.sqrt(2.0 * rs)
-            ok = jsd_ok and rs <= maxF2
-        sc = alpha * jsd + beta * corr_term
+            okc[k] = 1.0 if F2n <= maxF2 else 0.0
+            ct[k] = np.sqrt(F2n) / norm0
+    else:
+        for k in range(n):
+            rs = ct[k]
+            okc[k] = 1.0 if rs <= maxF2 else 0.0
+            ct[k] = np.sqrt(2.0 * rs)
+    # --- JSD pieces that do not depend on the candidate (every histogram row) ---
+    nrow = stats[0].shape[0] // d
+    a_r = ib[0]
+    last_b = ib[1]
+    S_r = rb[0]
+    base_r = rb[1]
+    _rows_reset(last_b)
+    max_jsd2 = max_jsd * max_jsd
+    lim0 = hs[2, j]
+
+    best_d = 0.0
+    best_sc = np.inf
+    found = 0
+    any_d = 0.0
+    any_sc = np.inf
+    skip_bad = not allow_inadmissible
+    first = 1
+    S_last = np.nan
+    jsd = 0.0
+    # the log-free lower bound of a bin's own-row value (_row_bounds, needs w > 0): the bin
+    # it was last computed for, whether it breaks the row's limits and its JSD part of the
+    # score (a lower bound of the score while alpha >= 0 keeps alpha*sqrt(S) monotone)
+    prune = alpha >= 0.0
+    bound = w > 0.0
+    lb_b = -1
+    lb_j = 0.0
+    lb_bad = False
+    a0 = -1
+    for k in range(n):
+        delta = dl[k]
+        if delta == 0.0:  # min_change = 0: the zero move is no candidate
+            continue
+        ok = okc[k] != 0.0
+        if skip_bad and not ok:  # inadmissible: the JSD is not needed
+            continue
+        xn = xj + delta
+        if bound:
+            # a candidate in a bin whose own-row value is not known yet: skip it when a
+            # lower bound of that value already breaks the row's limit, or when the lower
+            # bound of its score already reaches the best score (the value is then never
+            # computed)
+            b0 = _slot_row(xn, stats, j)
+            if b0 != last_b[0]:
+                if b0 != lb_b:
+                    lb_b = b0
+                    if a0 < 0:
+                        a0 = _slot_row(xj, stats, j)
+                    lbS = Ssum[j] if b0 == a0 else _row_bounds(w, a0, b0, j, stats)[0]
+                    lb_bad = lbS > lim0 or lbS > max_jsd2
+                    lb_j = alpha * np.sqrt(lbS if lbS > 0.0 else 0.0)
+                if skip_bad and lb_bad:
+                    continue
+                if prune and lb_j + beta * ct[k] >= best_sc:
+                    continue
+        S0 = _row_S(xj, xn, w, j, 0, stats, a_r, last_b, S_r, base_r)
+        if S0 > lim0 or S0 > max_jsd2:
+            if skip_bad:
+                continue
+            ok = False
+        if S0 != S_last:  # one square root per bin, not per candidate
+            S_last = S0
+            jsd = np.sqrt(S0 if S0 > 0.0 else 0.0)
+        sc = alpha * jsd + beta * ct[k]
         if ok and sc < best_sc:
-            best_sc = sc
-            best_d = delta
-            found = 1
+            if nrow > 1:
+                ok, first = _extra_rows_ok(xj, xn, w, j, d, stats, a_r, last_b, S_r, base_r, first)
+            if ok:
+                best_sc = sc
+                best_d = delta
+                found = 1
         if sc < any_sc:
             any_sc = sc
             any_d = delta
@@ -535,16 +792,21 @@ def score_block(X, wts, cons, events, ids, sign, movable, cand, stats, budget, a
     d = X.shape[1]
     deltas = np.zeros((m, d))
     status = np.zeros((m, d), dtype=np.int8)
+    nrow = stats[0].shape[0] // d
     for t in prange(m):
         i = events[t]
         x = X[i]
         ci = _row_cand(cand, i)
+        fb = np.empty((3, max(cand[4], cand[5], 1)))  # work arrays, one set per event
+        ib = np.empty((2, nrow), dtype=np.int64)
+        rb = np.empty((2, nrow))
         for j in range(d):
             if not movable[i, j]:
                 continue
-            dl, sc, stt = score_feature(
-                x, wts[i], j, sign[t, j], ids[i], ci, stats, budget, cons[i], allow_inadmissible
-            )
+            dl, sc, stt = _score(
+                x, wts[i], j, sign[t, j], ids[i], ci, stats, budget, cons[i], allow_inadmissible,
+                fb, ib, rb,
+            )  # fmt: skip
             deltas[t, j] = dl
             status[t, j] = stt
     return deltas, status
@@ -580,6 +842,10 @@ def apply_block(X, wts, cons, events, ids, sign, deltas, status, cand, stats, bu
     max_jsd2 = max_jsd * max_jsd
     maxF2 = (max_frob * norm0) ** 2
     undone = 0
+    nrow = stats[0].shape[0] // d
+    fb = np.empty((3, 0))  # work arrays of the re-scores, allocated at the first one
+    ib = np.empty((2, nrow), dtype=np.int64)
+    rb = np.empty((2, nrow))
     for t in range(m):
         i = events[t]
         for j in range(d):
@@ -597,9 +863,11 @@ def apply_block(X, wts, cons, events, ids, sign, deltas, status, cand, stats, bu
                 apply_move(X[i], wts[i], j, old, stats)
                 X[i, j] = old
                 undone += 1
-                dl2, sc2, stt2 = score_feature(
+                if fb.shape[1] == 0:
+                    fb = np.empty((3, max(cand[4], cand[5], 1)))
+                dl2, sc2, stt2 = _score(
                     X[i], wts[i], j, sign[t, j], ids[i], _row_cand(cand, i), stats, budget, True,
-                    False,
+                    False, fb, ib, rb,
                 )  # fmt: skip
                 status[t, j] = 0
                 if stt2 == 1:
@@ -628,6 +896,10 @@ def exact_pass(X, wts, cons, events, ids, sign, movable, cand, stats, budget, al
     one = np.zeros(1, dtype=np.int64)
     dls = np.zeros((1, d))
     sts = np.zeros((1, d), dtype=np.int8)
+    nrow = stats[0].shape[0] // d
+    fb = np.empty((3, max(cand[4], cand[5], 1)))  # work arrays of _score
+    ib = np.empty((2, nrow), dtype=np.int64)
+    rb = np.empty((2, nrow))
     for t in range(m):
         i = events[t]
         one[0] = i
@@ -636,9 +908,10 @@ def exact_pass(X, wts, cons, events, ids, sign, movable, cand, stats, budget, al
         for j in range(d):
             if not movable[i, j]:
                 continue
-            dl, sc, stt = score_feature(
-                X[i], wts[i], j, sign[t, j], ids[i], ci, stats, budget, cons[i], allow_inadmissible
-            )
+            dl, sc, stt = _score(
+                X[i], wts[i], j, sign[t, j], ids[i], ci, stats, budget, cons[i], allow_inadmissible,
+                fb, ib, rb,
+            )  # fmt: skip
             if stt == 0:
                 continue
             dls[0, :] = 0.0

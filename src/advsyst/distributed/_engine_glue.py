@@ -89,6 +89,7 @@ __all__ = [
     "check_supported",
     "make_adapter",
     "validate_shard",
+    "setup_in_memory",
     "shard_summary",
     "shard_clean_stats",
     "setup_from_summaries",
@@ -299,6 +300,22 @@ def setup_from_summaries(
     state = ReducedState(Sums(H=H, swx=swx, cov_fn=cov_fn), np.array([W]), np.array([True]),
                          binning, valid, extra, limits)  # fmt: skip
     return setup, state
+
+
+def setup_in_memory(
+    cfg: ConservAttackConfig, X0, y, w, am, cm, names
+) -> tuple[Setup, ReducedState, np.ndarray, np.ndarray]:
+    """:func:`setup_from_summaries` with the whole set as one shard (what the coordinator
+    does with one worker): the setup, the clean state, and the checked weights and
+    constraint mask.  For the kernels' tests and benchmarks on one machine."""
+    X0, y, w, am, cm = validate_shard(X0, y, w, am, cm, "data")
+    summaries = [shard_summary(X0, w, am, cm, cfg.max_discrete_values)]
+
+    def clean_stats(mean, layout, want_w2):
+        return [shard_clean_stats(X0, w, cm, mean, layout, want_w2)]
+
+    setup, state = setup_from_summaries(cfg, X0.shape[1], summaries, names, clean_stats)
+    return setup, state, w, cm
 
 
 def shard_bounds(cfg: ConservAttackConfig, setup: Setup, X0: np.ndarray):
