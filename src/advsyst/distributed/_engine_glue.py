@@ -366,7 +366,7 @@ def score(
 
         return score_block_torch(
             X, w, cons, events, sign, movable, cand, stats, budget, allow_inadmissible,
-            device=device, ids=ids,
+            device=device, ids=np.asarray(ids, dtype=np.int64)[events],  # per event, not row
         )  # fmt: skip
     if scorer != "numba":
         raise ConfigError(f"scorer implementation must be 'numba' or 'torch', got {scorer!r}")
