@@ -50,6 +50,17 @@ def corr(X, w=None, valid=None) -> np.ndarray:
     return C
 
 
+def corr_raw(X, w) -> np.ndarray:
+    """Weighted Pearson from raw moments, any signed weights (``np.cov`` refuses negative
+    ones; not the engine's centred form)."""
+    W = w.sum()
+    m1 = (w[:, None] * X).sum(0) / W
+    m2 = (w[:, None, None] * X[:, :, None] * X[:, None, :]).sum(0) / W
+    cov = m2 - np.outer(m1, m1)
+    s = np.sqrt(np.diag(cov))
+    return cov / np.outer(s, s)
+
+
 def dfn(X0, X, w=None, valid=None) -> float:
     C0 = corr(X0, w, valid)
     return float(np.linalg.norm(corr(X, w, valid) - C0) / np.linalg.norm(C0))

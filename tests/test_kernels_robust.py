@@ -19,16 +19,6 @@ MC, STEP = 0.04, 0.11
 ALPHA, BETA = 6.5, 1.0
 
 
-def _corr(X, w):
-    """Weighted Pearson from raw moments (np.cov refuses negative weights)."""
-    W = w.sum()
-    m1 = (w[:, None] * X).sum(0) / W
-    m2 = (w[:, None, None] * X[:, :, None] * X[:, None, :]).sum(0) / W
-    cov = m2 - np.outer(m1, m1)
-    s = np.sqrt(np.diag(cov))
-    return cov / np.outer(s, s)
-
-
 def _jsd(x0, x, w, edges):
     """JSD of one histogram row; slots with negative net content count as zero."""
     return bf.jsd(np.clip(bf.hist(x0, w, edges), 0, None), np.clip(bf.hist(x, w, edges), 0, None))
@@ -57,7 +47,7 @@ def _brute_force(X0, X, w, state, entries, lo, hi, mode):
     """Every grid candidate of every (event, feature, sign) entry: (delta, JSD of every
     histogram row, correlation term), recomputed from scratch."""
     binnings = state.binnings
-    C0, Cb = _corr(X0, w), _corr(X, w)
+    C0, Cb = bf.corr_raw(X0, w), bf.corr_raw(X, w)
     norm0 = np.linalg.norm(C0)
     out = []
     for i, j, s in entries:
@@ -69,7 +59,7 @@ def _brute_force(X0, X, w, state, entries, lo, hi, mode):
             Xa = X.copy()
             Xa[i, j] += delta
             jsds = [_jsd(X0[:, j], Xa[:, j], w, b.edges[j]) for b in binnings]
-            Ca = _corr(Xa, w)
+            Ca = bf.corr_raw(Xa, w)
             if mode == K.MODE_CUMULATIVE:
                 corr = np.linalg.norm(Ca - C0) / norm0
             else:

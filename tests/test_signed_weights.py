@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import _bruteforce as bf
 from advsyst.attacks import ConservAttack
 from advsyst.attacks import _kernels as K
 from advsyst.attacks.conservattack import _State
@@ -38,16 +39,6 @@ def _bf_jsd2(x0, x, w, edges):
     return 0.5 * kl(p) + 0.5 * kl(q)
 
 
-def _bf_corr(X, w):
-    """Weighted Pearson from raw moments (not the engine's centred form)."""
-    W = w.sum()
-    m1 = (w[:, None] * X).sum(0) / W
-    m2 = (w[:, None, None] * X[:, :, None] * X[:, None, :]).sum(0) / W
-    cov = m2 - np.outer(m1, m1)
-    s = np.sqrt(np.diag(cov))
-    return cov / np.outer(s, s)
-
-
 def test_incremental_state_matches_brute_force_with_negative_weights(rng):
     """Random moves (of positive- and negative-weight events) through apply_move, including
     slots whose net content crosses zero: every tracked JSD row (own binning and an offset
@@ -62,7 +53,7 @@ def test_incremental_state_matches_brute_force_with_negative_weights(rng):
     state = _State(X0, w, cons, base, np.ones(d, bool), extra)
     ka = state.kernel_args()
     X = X0.copy()
-    C0 = _bf_corr(X0, w)
+    C0 = bf.corr_raw(X0, w)
     crossed = 0
     neg = np.nonzero(w < 0)[0]
     for step in range(300):
@@ -76,7 +67,7 @@ def test_incremental_state_matches_brute_force_with_negative_weights(rng):
                 for jj in range(d):
                     ref = _bf_jsd2(X0[:, jj], X[:, jj], w, b.edges[jj])
                     assert state.Ssum[r * d + jj] == pytest.approx(ref, abs=1e-10)
-            C = _bf_corr(X, w)
+            C = bf.corr_raw(X, w)
             np.testing.assert_allclose(state.Ccur, C, atol=1e-9)
             assert state.F2[0] == pytest.approx(((C - C0) ** 2).sum(), abs=1e-9)
     assert crossed > 0  # the O(slots) branch was exercised
@@ -98,7 +89,7 @@ def test_candidate_choice_is_the_brute_force_argmin_in_a_moved_signed_state(rng)
         K.apply_move(X[i], w[i], j, X[i, j] + rng.normal(scale=0.8), ka)
     lo, hi = X0.min(0) - 1, X0.max(0) + 1
     mc, st, alpha, beta, lim_j, lim_f = 0.05, 0.13, 2.0, 1.0, 0.4, 0.3
-    C0 = _bf_corr(X0, w)
+    C0 = bf.corr_raw(X0, w)
     norm0 = np.linalg.norm(C0)
     cand = K.make_cand(lo, hi, np.full(d, mc), np.full(d, st), 0, 1000, np.zeros(d), 0, 1, False)
     checked = 0
@@ -118,7 +109,7 @@ def test_candidate_choice_is_the_brute_force_argmin_in_a_moved_signed_state(rng)
                     Xc[i, j] = xn
                     jd = np.sqrt(max(_bf_jsd2(X0[:, j], Xc[:, j], w, base.edges[j]), 0))
                     jall = [_bf_jsd2(X0[:, k], Xc[:, k], w, base.edges[k]) for k in range(d)]
-                    fn = np.linalg.norm(_bf_corr(Xc, w) - C0) / norm0
+                    fn = np.linalg.norm(bf.corr_raw(Xc, w) - C0) / norm0
                     s_ = alpha * jd + beta * fn
                     if max(jall) <= lim_j**2 + 1e-12 and fn <= lim_f and s_ < best_sc - 1e-12:
                         best, best_sc = xn - X[i, j], s_
@@ -162,7 +153,7 @@ def test_attack_with_negative_weights_reports_brute_force_statistics(toy):
     jsd = np.sqrt([_bf_jsd2(X[:, j], res.X_adv[:, j], w, edges[j]) for j in range(3)])
     np.testing.assert_allclose(m["jsd"], jsd, atol=1e-12)
     assert jsd.max() <= 0.05 + 1e-9
-    C0, C = _bf_corr(X, w), _bf_corr(res.X_adv, w)
+    C0, C = bf.corr_raw(X, w), bf.corr_raw(res.X_adv, w)
     dfn = np.linalg.norm(C - C0) / np.linalg.norm(C0)
     assert m["dfn"] == pytest.approx(dfn, abs=1e-10) and dfn <= 0.03 + 1e-9
     flip = res.pred_clean != res.pred_adv

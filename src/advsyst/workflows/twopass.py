@@ -488,7 +488,7 @@ class VariedScores:
         import awkward as ak
 
         if _is_dask(jet_index) or _is_dask(event):
-            return self._lookup_dask(dataset, run, lumi, event, jet_index, missing, jets)
+            return _lookup_dask(self, dataset, run, lumi, event, jet_index, missing, jets)
         jet_index = ak.Array(jet_index)
         if jet_index.ndim != 2 or ak.fields(jet_index):
             raise InputError(
@@ -509,18 +509,6 @@ class VariedScores:
             ds, per_jet(run), per_jet(lumi), per_jet(event), flat, missing=missing, jets=flat_jets
         )
         return {k: ak.unflatten(v, counts) for k, v in values.items()}
-
-    def _lookup_dask(
-        self,
-        dataset: Any,
-        run: Any,
-        lumi: Any,
-        event: Any,
-        jet_index: Any,
-        missing: str,
-        jets: Any,
-    ) -> dict[str, Any]:
-        return _lookup_dask(self, dataset, run, lumi, event, jet_index, missing, jets)
 
     # ------------------------------------------------------------------ tables
     def _data(self) -> np.ndarray:
