@@ -76,6 +76,19 @@ def load_config(path: str | None) -> dict[str, Any]:
     return cfg
 
 
+def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``--config`` with the command line's ``--device``, ``--seed`` and ``--no-progress``
+    applied on top (one place for both the single-process and the sharded attack)."""
+    cfg = load_config(args.config)
+    if args.device:
+        cfg["device"] = args.device
+    if args.seed is not None:
+        cfg["seed"] = args.seed
+    if args.no_progress:
+        cfg["progress"] = False
+    return cfg
+
+
 def load_attack_data(
     path: str,
     features: list[str] | None = None,
@@ -116,13 +129,7 @@ def run(args: argparse.Namespace) -> int:
             "--scorer chooses the candidate scorer of the sharded attack: add --workers N or "
             "--scheduler ADDRESS (the single-process attack always scores with numba)"
         )
-    cfg = load_config(args.config)
-    if args.device:
-        cfg["device"] = args.device
-    if args.seed is not None:
-        cfg["seed"] = args.seed
-    if args.no_progress:
-        cfg["progress"] = False
+    cfg = config_from_args(args)
     attack = ConservAttack(cfg)  # validates the keys before any heavy work
     X, y, w, names = load_attack_data(
         args.data, args.features, args.label, args.weight, args.sentinel

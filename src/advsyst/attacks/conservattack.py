@@ -314,6 +314,29 @@ class _State:
         )
 
 
+def attack_result(
+    cfg: ConservAttackConfig, X0, X_final, fooled, pred_clean, pred_adv, am, cm, history,
+    metrics, best_it, **extra_provenance: Any,
+) -> AttackResult:  # fmt: skip
+    """The :class:`AttackResult` of a CONSERVAttack run (one process or sharded:
+    ``extra_provenance`` adds e.g. ``sharded=...``)."""
+    return AttackResult(
+        X_adv=X_final,
+        fooled=fooled,
+        moved=(X_final != X0).any(axis=1),
+        pred_clean=pred_clean,
+        pred_adv=pred_adv,
+        attack_mask=am,
+        constraint_mask=cm,
+        history=history,
+        metrics=metrics,
+        config=cfg.to_dict(),
+        seed=cfg.seed,
+        best_iteration=best_it,
+        provenance=provenance(cfg.to_dict(), cfg.seed, attack="conservattack", **extra_provenance),
+    )
+
+
 class ConservAttack:
     """Dataset-level adversarial attack under JSD and ΔFN budgets.
 
@@ -666,20 +689,8 @@ class ConservAttack:
         metrics["discrete_features"] = np.nonzero(discrete)[0].tolist()
         metrics["seconds"] = time.perf_counter() - t_start
         metrics["n_iterations_run"] = len(history)
-        return AttackResult(
-            X_adv=X_final,
-            fooled=fooled,
-            moved=(X_final != X0).any(axis=1),
-            pred_clean=pred_clean,
-            pred_adv=pred_adv,
-            attack_mask=am,
-            constraint_mask=cm,
-            history=history,
-            metrics=metrics,
-            config=cfg.to_dict(),
-            seed=cfg.seed,
-            best_iteration=best_it,
-            provenance=provenance(cfg.to_dict(), cfg.seed, attack="conservattack"),
+        return attack_result(
+            cfg, X0, X_final, fooled, pred_clean, pred_adv, am, cm, history, metrics, best_it
         )
 
     def _extra_metrics(self, m, X0, X, w, cm, state, spec, limits, env) -> None:

@@ -71,7 +71,7 @@ def _client(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def run_sharded(args: argparse.Namespace) -> int:
     """``advsyst attack`` with the sharded attack; the same output files."""
-    from advsyst.attacks.cli import load_attack_data, load_config, write_outputs
+    from advsyst.attacks.cli import config_from_args, load_attack_data, write_outputs
     from advsyst.attacks.config import ConservAttackConfig
     from advsyst.distributed._engine_glue import check_supported
     from advsyst.distributed.sharded import sharded_attack
@@ -79,13 +79,7 @@ def run_sharded(args: argparse.Namespace) -> int:
 
     if args.checkpoint and args.resume and Path(args.checkpoint) != Path(args.resume):
         raise InputError("--checkpoint and --resume name different directories")
-    cfg = load_config(args.config)
-    if args.device:
-        cfg["device"] = args.device
-    if args.seed is not None:
-        cfg["seed"] = args.seed
-    if args.no_progress:
-        cfg["progress"] = False
+    cfg = config_from_args(args)
     check_supported(ConservAttackConfig.from_dict(cfg))  # before any heavy work
     X, y, w, names = load_attack_data(
         args.data, args.features, args.label, args.weight, args.sentinel

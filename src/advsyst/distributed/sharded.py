@@ -52,8 +52,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from advsyst._io import atomic_path, atomic_write_json, provenance, to_jsonable
+from advsyst._io import atomic_path, atomic_write_json, to_jsonable
 from advsyst.attacks.config import ConservAttackConfig
+from advsyst.attacks.conservattack import attack_result
 from advsyst.attacks.model import ModelAdapter
 from advsyst.attacks.result import AttackResult
 from advsyst.distributed import _engine_glue as G
@@ -795,18 +796,5 @@ def sharded_attack(
         "resumed": saved is not None,
         "timing": dict(co.timing),
     }
-    return AttackResult(
-        X_adv=X_final,
-        fooled=fooled,
-        moved=(X_final != X0).any(axis=1),
-        pred_clean=pred_clean,
-        pred_adv=pred_adv,
-        attack_mask=am,
-        constraint_mask=cm,
-        history=co.history,
-        metrics=metrics,
-        config=cfg.to_dict(),
-        seed=cfg.seed,
-        best_iteration=co.best_it,
-        provenance=provenance(cfg.to_dict(), cfg.seed, attack="conservattack", sharded=sharded),
-    )
+    return attack_result(cfg, X0, X_final, fooled, pred_clean, pred_adv, am, cm, co.history,
+                         metrics, co.best_it, sharded=sharded)  # fmt: skip
