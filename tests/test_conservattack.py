@@ -410,7 +410,7 @@ def test_budget_violation_fires_on_a_corrupted_state(toy, monkeypatch):
 @pytest.mark.parametrize("budget", ["cumulative", "per_change"])
 def test_nan_metrics_fail_the_final_check(toy, monkeypatch, budget):
     X, y, w, m = toy
-    monkeypatch.setattr(ca, "jsd_per_feature", lambda *a, **k: np.full(D, np.nan))
+    monkeypatch.setattr(ca, "histogram_jsd", lambda *a, **k: np.full(D, np.nan))
     with pytest.raises(BudgetViolation):
         ConservAttack(BASE, max_jsd=0.02, max_dfn=0.02, n_iterations=1, budget=budget).run(X, m)
 

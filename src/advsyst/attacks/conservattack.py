@@ -17,12 +17,13 @@ import numpy as np
 import torch
 
 from advsyst._io import provenance
+from advsyst.attacks import _final as F
 from advsyst.attacks import _kernels as K
 from advsyst.attacks.config import ConservAttackConfig
 from advsyst.attacks.model import ModelAdapter, as_adapter
 from advsyst.attacks.result import AttackResult
 from advsyst.errors import BudgetViolation, ConfigError, InputError
-from advsyst.stats import FeatureBinning, check_finite, delta_fn, js_term, jsd_per_feature
+from advsyst.stats import FeatureBinning, check_finite, delta_fn_from_cov, histogram_jsd, js_term
 
 __all__ = [
     "AUTO_ROBUST_BINS",
@@ -247,12 +248,7 @@ class _State:
         self.resync(X)
 
     def _histograms(self, X: np.ndarray) -> np.ndarray:
-        Xc, wc = X[self.cons], self.w[self.cons]
-        d = self.d
-        H = np.zeros((len(self.binnings) * d, self.edges.shape[1] + 1))
-        for r, b in enumerate(self.binnings):
-            H[r * d : (r + 1) * d, : b.n_slots] = b.histogram(Xc, wc)
-        return H
+        return F.stacked_histograms(self.binnings, X[self.cons], self.w[self.cons])
 
     def _moments(self, X: np.ndarray) -> None:
         Xc, wc = X[self.cons], self.w[self.cons]
@@ -683,50 +679,15 @@ class ConservAttack:
             pred_adv = adapter.predict(X_final)
         fooled = am & (pred_adv != target)
         metrics = self._final_metrics(
-            X0, X_final, y, w, am, cm, valid, binning, pred_clean, pred_adv, adapter, tracker
-        )
-        self._extra_metrics(metrics, X0, X_final, w, cm, state, robust_spec, limits, env)
+            X0, X_final, y, w, am, cm, valid, state.binnings, robust_spec, limits,
+            (elo, ehi, env), pred_clean, pred_adv, adapter, tracker,
+        )  # fmt: skip
         metrics["discrete_features"] = np.nonzero(discrete)[0].tolist()
         metrics["seconds"] = time.perf_counter() - t_start
         metrics["n_iterations_run"] = len(history)
         return attack_result(
             cfg, X0, X_final, fooled, pred_clean, pred_adv, am, cm, history, metrics, best_it
         )
-
-    def _extra_metrics(self, m, X0, X, w, cm, state, spec, limits, env) -> None:
-        """Signed-weight slots, the binning-robust rows and the envelope usage (exact,
-        recomputed from the data); raises BudgetViolation if a tracked row is over."""
-        H0 = state.binning.histogram(X0[cm], w[cm])
-        H = state.binning.histogram(X[cm], w[cm])
-        m["negative_slots"] = {"clean": int((H0 < 0).sum()), "adversarial": int((H < 0).sum())}
-        rows = np.vstack(
-            [jsd_per_feature(X0[cm], X[cm], weights=w[cm], binning=b) for b in state.binnings]
-        )
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(limits > 0, rows / limits, np.where(rows > 0, np.inf, 0.0))
-        m["robust"] = {
-            "binnings": [[self.config.num_bins, 0.0], *[list(t) for t in spec]],
-            "jsd": rows,
-            "limits": np.where(np.isfinite(limits), limits, np.nan),
-            "max_limit_ratio": float(ratio.max()),
-        }
-        if self.config.budget == "cumulative" and not ratio.max() <= 1.0 + 1e-6:  # NaN-safe
-            raise BudgetViolation(
-                "internal error: result exceeds the budget on a tracked binning (JSD / limit "
-                f"{ratio.max():.4g})"
-            )
-        if env is not None:
-            moved = (X != X0) & np.isfinite(env)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r = np.abs(X - X0)[moved] / env[moved]
-            q = (0.5, 0.9, 0.99, 1.0)
-            m["envelope"] = {
-                "n_moved_entries": int(moved.sum()),
-                "n_entries_with_envelope": int(np.isfinite(env).sum()),
-                "move_over_envelope_quantiles": {
-                    str(k): (float(np.quantile(r, k)) if len(r) else 0.0) for k in q
-                },
-            }
 
     @staticmethod
     def _margin(adapter: ModelAdapter, X: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -738,10 +699,7 @@ class ConservAttack:
 
     @staticmethod
     def _fooling(pred_clean, pred_adv, am, w) -> float:
-        wa = w[am]
-        if wa.sum() <= 0:
-            return 0.0
-        return float((wa * (pred_clean[am] != pred_adv[am])).sum() / wa.sum())
+        return _fooling_ratio(*F.fooling_sums(pred_clean, pred_adv, am, w))
 
     def _check_budget(self, jsd_max: float, dfn: float) -> None:
         """Raise :class:`BudgetViolation` unless the recomputed result is within the budget
@@ -765,40 +723,140 @@ class ConservAttack:
             )
 
     def _final_metrics(
-        self, X0, X, y, w, am, cm, valid, binning, pred_clean, pred_adv, adapter, tracker=None
-    ):
+        self, X0, X, y, w, am, cm, valid, binnings, spec, limits, bounds, pred_clean, pred_adv,
+        adapter, tracker=None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The final recheck of a run on one machine: :meth:`recheck` with the whole data
+        set as one part (``bounds = (lo, hi, env)`` from :meth:`_envelope`)."""
+        lo, hi, env = bounds
+        part = F.final_part(X0, X, w, am, cm, pred_clean, pred_adv, binnings, lo, hi, env, y)
+        ratios = F.envelope_ratios(X0, X, env) if env is not None else np.zeros(0)
+        auroc_fn = None
+        if y is not None and len(np.unique(y)) == 2 and adapter.n_classes == 2:
+            auroc_fn = lambda: [  # noqa: E731
+                [p] for p in F.auroc_part(y, w, (adapter.scores(X0), adapter.scores(X)))
+            ]
+        dcor = None
+        if self.config.use_disco:
+            from advsyst.attacks._disco import dcor_dfn
+
+            sub = tracker.index
+            dcor = (dcor_dfn(X0[sub], X[sub], tracker.valid), int(tracker.m))
+        return self.recheck(
+            part,
+            lambda m0, m: F.final_covs(X0, X, w, cm, m0, m),
+            lambda t: F.count_le(ratios, t),
+            auroc_fn,
+            valid,
+            binnings,
+            spec,
+            limits,
+            dcor,
+        )
+
+    def recheck(
+        self,
+        part: dict[str, Any],
+        cov_fn: Any,
+        count_fn: Any,
+        auroc_fn: Any,
+        valid: np.ndarray,
+        binnings: list[FeatureBinning],
+        spec: list,
+        limits: np.ndarray,
+        dcor: tuple[float, int] | None = None,
+    ) -> dict[str, Any]:
+        """The final metrics and budget checks from reductions of the result
+        (:mod:`advsyst.attacks._final`); raises :class:`BudgetViolation` if a guaranteed
+        budget is exceeded or a moved entry left its bounds.
+
+        ``part``: the :func:`~advsyst.attacks._final.final_part` sums of every part of the
+        data (:func:`~advsyst.attacks._final.sum_parts`); ``cov_fn(mean0, mean)``: the
+        summed :func:`~advsyst.attacks._final.final_covs`; ``count_fn(t)``: the summed
+        :func:`~advsyst.attacks._final.count_le` of the parts' envelope ratios;
+        ``auroc_fn()``: None, or the parts' :func:`~advsyst.attacks._final.auroc_part`
+        pieces per score (clean, adversarial); ``dcor``: (ΔdCor, subsample) with DisCo.
+        """
         cfg = self.config
-        jsd = jsd_per_feature(X0[cm], X[cm], weights=w[cm], binning=binning)
-        dfn = delta_fn(X0[cm], X[cm], w[cm], valid=valid)
+        d = binnings[0].n_features
+        W = part["W"]
+        cov0, cov = cov_fn(part["swx0"] / W, part["swx"] / W)
+        dfn = delta_fn_from_cov(cov0 / W, cov / W, valid)
+        H0, H = part["H0"], part["H"]
+        rows = np.vstack(
+            [
+                histogram_jsd(
+                    H0[r * d : (r + 1) * d, : b.n_slots], H[r * d : (r + 1) * d, : b.n_slots]
+                )
+                for r, b in enumerate(binnings)
+            ]
+        )
+        jsd = rows[0]
+        n_att = part["n_attacked"]
         m: dict[str, Any] = {
-            "fooling_ratio": self._fooling(pred_clean, pred_adv, am, w),
-            "n_fooled": int((am & (pred_adv != pred_clean)).sum()),
+            "fooling_ratio": _fooling_ratio(*part["fooling"]),
+            "n_fooled": int(part["n_fooled"]),
             "jsd": jsd,
             "jsd_mean": float(jsd.mean()),
             "jsd_max": float(jsd.max()),
             "dfn": float(dfn),
-            "n_events": int(len(X)),
-            "n_features": int(X.shape[1]),
-            "n_attacked": int(am.sum()),
-            "n_constraint": int(cm.sum()),
-            "moved_fraction": float((X != X0).any(axis=1)[am].mean()) if am.any() else 0.0,
+            "n_events": int(part["n_events"]),
+            "n_features": int(d),
+            "n_attacked": int(n_att),
+            "n_constraint": int(part["n_constraint"]),
+            "moved_fraction": float(part["n_moved_attacked"] / n_att) if n_att else 0.0,
             "budget": cfg.budget,
         }
-        if cfg.use_disco:
-            from advsyst.attacks._disco import dcor_dfn
-
-            sub = tracker.index
-            m["dcor_dfn"] = dcor_dfn(X0[sub], X[sub], tracker.valid)
-            m["dcor_subsample"] = int(tracker.m)
+        if dcor is not None:
             # the distance correlation replaces the Pearson correlation in the budget
+            m["dcor_dfn"], m["dcor_subsample"] = dcor
             dfn = m["dcor_dfn"]
         self._check_budget(m["jsd_max"], dfn)
-        if y is not None and len(np.unique(y)) == 2 and adapter.n_classes == 2:
-            from advsyst.attacks.metrics import auroc
-
-            m["auroc_clean"] = float(auroc(y, adapter.scores(X0), w))
-            m["auroc_adv"] = float(auroc(y, adapter.scores(X), w))
+        if part["n_out_of_bounds"]:
+            raise BudgetViolation(
+                f"internal error: {part['n_out_of_bounds']} moved entries lie outside their "
+                "bounds (feature range or envelope)"
+            )
+        if auroc_fn is not None:
+            pieces = auroc_fn()
+            if pieces is not None:
+                m["auroc_clean"] = float(F.auroc_from_parts(pieces[0]))
+                m["auroc_adv"] = float(F.auroc_from_parts(pieces[1]))
+        # signed-weight slots and the binning-robust rows
+        ns = binnings[0].n_slots
+        m["negative_slots"] = {
+            "clean": int((H0[:d, :ns] < 0).sum()),
+            "adversarial": int((H[:d, :ns] < 0).sum()),
+        }
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(limits > 0, rows / limits, np.where(rows > 0, np.inf, 0.0))
+        m["robust"] = {
+            "binnings": [[cfg.num_bins, 0.0], *[list(t) for t in spec]],
+            "jsd": rows,
+            "limits": np.where(np.isfinite(limits), limits, np.nan),
+            "max_limit_ratio": float(ratio.max()),
+        }
+        if cfg.budget == "cumulative" and not ratio.max() <= 1.0 + 1e-6:  # NaN-safe
+            raise BudgetViolation(
+                "internal error: result exceeds the budget on a tracked binning (JSD / limit "
+                f"{ratio.max():.4g})"
+            )
+        if "n_moved_entries" in part:
+            q = F.ENVELOPE_QUANTILES
+            vals = F.quantiles(count_fn, int(part["n_moved_entries"]), q)
+            m["envelope"] = {
+                "n_moved_entries": int(part["n_moved_entries"]),
+                "n_entries_with_envelope": int(part["n_entries_with_envelope"]),
+                "move_over_envelope_quantiles": {str(k): v for k, v in zip(q, vals)},
+            }
         return m
+
+
+def _fooling_ratio(w_attacked: float, w_flipped: float) -> float:
+    """The weighted fooling ratio from :func:`~advsyst.attacks._final.fooling_sums`."""
+    if w_attacked <= 0:
+        return 0.0
+    return float(w_flipped / w_attacked)
 
 
 def conservattack(

@@ -22,6 +22,7 @@ from advsyst.stats.jsd import histogram_jsd, js_term, jsd, jsd_per_feature
 from advsyst.stats.moments import (
     MomentTracker,
     delta_fn,
+    delta_fn_from_cov,
     pearson_correlation,
     zero_variance_features,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "MomentTracker",
     "check_finite",
     "delta_fn",
+    "delta_fn_from_cov",
     "distance_correlation",
     "distance_correlation_matrix",
     "js_term",

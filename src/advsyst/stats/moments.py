@@ -18,7 +18,13 @@ import numpy as np
 from advsyst.errors import InputError
 from advsyst.stats.binning import check_finite
 
-__all__ = ["MomentTracker", "pearson_correlation", "delta_fn", "zero_variance_features"]
+__all__ = [
+    "MomentTracker",
+    "pearson_correlation",
+    "delta_fn",
+    "delta_fn_from_cov",
+    "zero_variance_features",
+]
 
 
 def zero_variance_features(X: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -77,6 +83,18 @@ def delta_fn(
     """
     C0 = pearson_correlation(X_ref, weights, valid)
     C = pearson_correlation(X, weights, valid)
+    return _delta_fn_corr(C0, C)
+
+
+def delta_fn_from_cov(
+    cov_ref: np.ndarray, cov: np.ndarray, valid: np.ndarray | None = None
+) -> float:
+    """:func:`delta_fn` from the two weighted covariance matrices (e.g. summed from
+    per-shard partial covariances about the global means and divided by Σw)."""
+    return _delta_fn_corr(_corr_from_cov(cov_ref, valid), _corr_from_cov(cov, valid))
+
+
+def _delta_fn_corr(C0: np.ndarray, C: np.ndarray) -> float:
     norm0 = float(np.linalg.norm(C0))
     diff = float(np.linalg.norm(C - C0))
     if norm0 > 0:
