@@ -312,14 +312,15 @@ class _State:
 
 def attack_result(
     cfg: ConservAttackConfig, X0, X_final, fooled, pred_clean, pred_adv, am, cm, history,
-    metrics, best_it, **extra_provenance: Any,
+    metrics, best_it, moved=None, **extra_provenance: Any,
 ) -> AttackResult:  # fmt: skip
     """The :class:`AttackResult` of a CONSERVAttack run (one process or sharded:
-    ``extra_provenance`` adds e.g. ``sharded=...``)."""
+    ``extra_provenance`` adds e.g. ``sharded=...``).  ``moved`` (per event) may replace
+    ``X0`` (then None)."""
     return AttackResult(
         X_adv=X_final,
         fooled=fooled,
-        moved=(X_final != X0).any(axis=1),
+        moved=(X_final != X0).any(axis=1) if moved is None else moved,
         pred_clean=pred_clean,
         pred_adv=pred_adv,
         attack_mask=am,

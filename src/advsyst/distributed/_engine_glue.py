@@ -36,8 +36,20 @@ as on one machine.  Minima, maxima and distinct values are exact; the histograms
 exact for integer weights; the moments differ from the single-array sums by
 floating-point reassociation only.  The per-entry envelope bounds are computed on each
 shard for its own rows (``ConservAttack._envelope`` is row-wise) and travel with the
-proposals to the commit.  (The result, :class:`~advsyst.attacks.result.AttackResult` with
-``X_adv``, and the from-scratch recheck of the budgets still gather the rows at the end.)
+proposals to the commit.
+
+The final recheck
+-----------------
+The budgets are rechecked at the end from per-shard reductions too
+(:mod:`advsyst.attacks._final`, the same functions :meth:`ConservAttack.run` applies to its
+whole data set as one part): :func:`shard_final` (clean and adversarial histograms at every
+tracked binning, Σw, Σw·x, fooling sums, counts, the envelope counts and the bound check,
+done on the shard), then the partial covariances at the global means, the exact envelope
+quantiles by a k-ary search on counts, and the AUROC from the distinct scores with their
+Σw per class (the one piece whose size grows with the data: a rank statistic has no
+fixed-size exact reduction).  :func:`recheck` assembles them with
+``ConservAttack.recheck``.  Only the result's rows, when the caller asks for an in-memory
+:class:`~advsyst.attacks.result.AttackResult`, travel to the client.
 
 Seeded draws
 ------------
@@ -65,6 +77,7 @@ from typing import Any
 
 import numpy as np
 
+from advsyst.attacks import _final as F
 from advsyst.attacks import _kernels as K
 from advsyst.attacks._jit import call
 from advsyst.attacks._torch_scorer import SCORERS, resolve_scorer
@@ -104,7 +117,8 @@ __all__ = [
     "Sums",
     "partial_sums",
     "partial_cov",
-    "final_metrics",
+    "shard_final",
+    "recheck",
     "margin",
 ]
 
@@ -398,17 +412,11 @@ class Sums:
 def partial_sums(X: np.ndarray, w: np.ndarray, cons: np.ndarray, layout: SimpleNamespace):
     """One shard's first-pass sums over its constraint events: (stacked histograms of every
     tracked binning as ``_State._histograms`` lays them out, Σw, Σw·x)."""
-    lay = SimpleNamespace(**vars(layout), cons=cons, w=w)
-    H = _State._histograms(lay, X)
-    Xc, wc = X[cons], w[cons]
-    return H, float(wc.sum()), (wc[:, None] * Xc).sum(axis=0)
+    return F.partial_sums(X, w, cons, layout.binnings)
 
 
-def partial_cov(X: np.ndarray, w: np.ndarray, cons: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """One shard's Σw·(x−mean)(x−mean)ᵀ over its constraint events."""
-    Xc, wc = X[cons], w[cons]
-    Z = Xc - mean
-    return (wc[:, None] * Z).T @ Z
+#: one shard's Σw·(x−mean)(x−mean)ᵀ over its constraint events
+partial_cov = F.partial_cov
 
 
 def _total(parts: list) -> Any:
@@ -468,36 +476,43 @@ class ReducedState(_State):
 
 
 # --------------------------------------------------------------------------- results
-def final_metrics(
-    cfg: ConservAttackConfig,
-    setup: Setup,
-    state: ReducedState,
-    X0,
-    X,
-    y,
-    w,
-    am,
-    cm,
-    pred_clean,
-    pred_adv,
-    scores,
-) -> dict[str, Any]:
-    """``ConservAttack._final_metrics`` and ``_extra_metrics`` on the union (recomputed from
-    scratch; raise :class:`~advsyst.errors.BudgetViolation` if a guaranteed budget is
-    exceeded); the AUROC from scores the workers computed (``(clean, adversarial)`` or
-    None)."""
-    eng = ConservAttack(cfg)
-    m = eng._final_metrics(
-        X0, X, None, w, am, cm, setup.valid, setup.binning, pred_clean, pred_adv, None
+def shard_final(setup: Setup, X0, X, y, w, am, cm, pred_clean, pred_adv, lo, hi, env):
+    """One shard's first reductions of the final recheck
+    (:func:`advsyst.attacks._final.final_part` at every tracked binning, with the bound and
+    envelope checks on the shard's own bounds)."""
+    return F.final_part(
+        X0, X, w, am, cm, pred_clean, pred_adv, [setup.binning, *setup.extra], lo, hi, env, y
     )
-    _, _, env = eng._envelope(X0, setup.names, setup.lo, setup.hi)
-    eng._extra_metrics(m, X0, X, w, cm, state, setup.spec, setup.limits, env)
-    m["discrete_features"] = np.nonzero(setup.discrete)[0].tolist()
-    if y is not None and scores is not None and len(np.unique(y)) == 2:
-        from advsyst.attacks.metrics import auroc
 
-        m["auroc_clean"] = float(auroc(y, scores[0], w))
-        m["auroc_adv"] = float(auroc(y, scores[1], w))
+
+def recheck(
+    cfg: ConservAttackConfig, setup: Setup, parts: list[dict[str, Any]], cov_fn, count_fn,
+    auroc_fn,
+) -> dict[str, Any]:  # fmt: skip
+    """``ConservAttack.recheck`` on the union of the shards: ``parts`` their
+    :func:`shard_final`, ``cov_fn(mean0, mean)`` the list of their
+    :func:`~advsyst.attacks._final.final_covs`, ``count_fn(t)`` the list of their
+    :func:`~advsyst.attacks._final.count_le` of the envelope ratios, ``auroc_fn()`` the list
+    of their :func:`~advsyst.attacks._final.auroc_part` (None entries: no AUROC) or None.
+    Raises :class:`~advsyst.errors.BudgetViolation` if a guaranteed budget is exceeded."""
+    tot = F.sum_parts(parts)
+
+    def covs(m0, m):
+        cs = cov_fn(m0, m)
+        return _total([c[0] for c in cs]), _total([c[1] for c in cs])
+
+    def aurocs():
+        pieces = auroc_fn()
+        if any(p is None for p in pieces):
+            return None
+        return [[p[k] for p in pieces] for k in range(2)]
+
+    use_auroc = auroc_fn is not None and tot["labels"] is not None and len(tot["labels"]) == 2
+    m = ConservAttack(cfg).recheck(
+        tot, covs, lambda t: _total(count_fn(t)), aurocs if use_auroc else None, setup.valid,
+        [setup.binning, *setup.extra], setup.spec, setup.limits,
+    )  # fmt: skip
+    m["discrete_features"] = np.nonzero(setup.discrete)[0].tolist()
     return m
 
 
@@ -506,7 +521,10 @@ def margin(adapter: ModelAdapter, X: np.ndarray, target: np.ndarray) -> np.ndarr
     return ConservAttack._margin(adapter, X, target)
 
 
-def fooling(pred_clean, pred_adv, am, w) -> tuple[float, float]:
-    """Partial sums of :meth:`ConservAttack._fooling`: (Σw over attacked, Σw over flipped)."""
-    wa = w[am]
-    return float(wa.sum()), float((wa * (pred_clean[am] != pred_adv[am])).sum())
+#: partial sums of :meth:`ConservAttack._fooling`: (Σw over attacked, Σw over flipped)
+fooling = F.fooling_sums
+# the shards' pieces of the final recheck (see :mod:`advsyst.attacks._final`)
+final_covs = F.final_covs
+envelope_ratios = F.envelope_ratios
+count_le = F.count_le
+auroc_part = F.auroc_part

@@ -9,8 +9,15 @@ Setup: the clean events stay on the workers.  The coordinator builds the binning
 feature setup, the binning-robust limits and the clean state from per-shard reductions
 (:func:`~advsyst.distributed._engine_glue.setup_from_summaries`: two round trips whose size
 does not depend on the number of events; ``provenance["sharded"]["timing"]`` records
-their seconds and bytes).  Only the result (``X_adv``) and the from-scratch recheck of the
-budgets gather rows, at the end.
+their seconds and bytes).
+
+The end: the budgets are rechecked on the union from per-shard reductions too
+(:func:`~advsyst.distributed._engine_glue.recheck`, the same code as the single-process
+recheck; ``provenance["sharded"]["timing"]`` records its seconds, round trips and bytes,
+which do not grow with the number of events, the AUROC pieces apart).  With
+``output_dir`` every shard writes its rows to ``output_dir/shard-XXXX.npz`` on the worker
+and the client gets a :class:`ShardedAttackResult` without the arrays; without it the
+rows are gathered into an :class:`~advsyst.attacks.result.AttackResult`.
 
 One iteration:
 
@@ -46,23 +53,30 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from advsyst._io import atomic_path, atomic_write_json, to_jsonable
+from advsyst._io import atomic_path, atomic_write_json, provenance, to_jsonable
 from advsyst.attacks.config import ConservAttackConfig
 from advsyst.attacks.conservattack import attack_result
 from advsyst.attacks.model import ModelAdapter
-from advsyst.attacks.result import AttackResult
+from advsyst.attacks.result import _ARRAYS, AttackResult
 from advsyst.distributed import _engine_glue as G
 from advsyst.distributed.attack import _accepts_n_workers, gpu_workers, serialize_model
 from advsyst.distributed.shards import ShardActor, ShardLostError, ShardSource
 from advsyst.errors import ConfigError, InputError
 
-__all__ = ["sharded_attack", "ShardSource", "ShardLostError", "CheckpointMismatch"]
+__all__ = [
+    "sharded_attack",
+    "ShardedAttackResult",
+    "ShardSource",
+    "ShardLostError",
+    "CheckpointMismatch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -512,6 +526,63 @@ class _Coordinator:
                 )
         return pending, undone
 
+    # ------------------------------------------------------------------ the end
+    def final_recheck(self) -> dict[str, Any]:
+        """The final metrics and budget checks from per-shard reductions
+        (:func:`~advsyst.distributed._engine_glue.recheck`): no event leaves its worker
+        (the AUROC's distinct scores apart).  Records seconds, round trips and bytes in
+        ``timing``."""
+        t0, r0 = time.perf_counter(), self.received
+        trips = {"n": 0}
+        auroc_bytes = {"n": 0}
+
+        def call(method, args=None):
+            trips["n"] += 1
+            return self.call(method, args)
+
+        def aurocs():
+            r1 = self.received
+            out = call("final_auroc")
+            auroc_bytes["n"] += self.received - r1
+            return out
+
+        parts = call("finish", [(self.cfg.track_best,)] * self.S)
+        metrics = G.recheck(
+            self.cfg, self.setup_t, parts,
+            lambda m0, m: call("final_cov", [(m0, m)] * self.S),
+            lambda t: call("final_count", [(t,)] * self.S),
+            aurocs,
+        )  # fmt: skip
+        self.timing["final"] = time.perf_counter() - t0
+        self.timing["final_round_trips"] = trips["n"]
+        self.timing["final_auroc_bytes_from_workers"] = auroc_bytes["n"]
+        # everything else the recheck received: O(R·d·bins + d²), whatever the events
+        self.timing["final_bytes_from_workers"] = self.received - r0 - auroc_bytes["n"]
+        return metrics
+
+    def _offsets(self) -> list[int]:
+        return [int(r[0]) if len(r) else 0 for r in self.rows]
+
+    def gather_rows(self, layout: str) -> dict[str, np.ndarray]:
+        """The result's rows of every shard, in the global row order (on the client)."""
+        t0, r0 = time.perf_counter(), self.received
+        parts = self.call("final_rows", [(layout, o) for o in self._offsets()])
+        out = {k: _gather(self.rows, self.n, [p[k] for p in parts]) for k in _ARRAYS}
+        self.timing["gather"] = time.perf_counter() - t0
+        self.timing["gather_bytes_from_workers"] = self.received - r0
+        return out
+
+    def write_rows(self, out: Path, layout: str) -> list[dict[str, Any]]:
+        """Every shard writes its rows to ``out/shard-XXXX.npz`` (atomically, on its
+        worker); returns their paths, sizes and row counts."""
+        t0 = time.perf_counter()
+        out.mkdir(parents=True, exist_ok=True)
+        paths = [os.fspath((out / f"shard-{s:04d}.npz").absolute()) for s in range(self.S)]
+        written = self.call("write_rows", [(p, layout, o) for p, o in zip(paths, self._offsets())])
+        self.timing["write"] = time.perf_counter() - t0
+        self.timing["written_bytes"] = sum(w["bytes"] for w in written)
+        return written
+
     def iterate(self, start: dict[str, Any] | None) -> None:
         cfg = self.cfg
         bar = None
@@ -585,6 +656,96 @@ class _Coordinator:
                 break
         if bar is not None:
             bar.close()
+
+
+@dataclass
+class ShardedAttackResult:
+    """The result of :func:`sharded_attack` with ``output_dir``: metrics, history and
+    provenance on the client, the per-event rows in one ``.npz`` per shard.
+
+    Attributes
+    ----------
+    paths
+        The shard files (``X_adv``, ``fooled``, ``moved``, ``pred_clean``, ``pred_adv``,
+        ``attack_mask``, ``constraint_mask``, ``rows``: the global row of each).
+    n_events
+        Rows in all files together.
+    history, metrics, config, seed, best_iteration, provenance
+        As :class:`~advsyst.attacks.result.AttackResult`.
+    """
+
+    paths: list[Path]
+    n_events: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    best_iteration: int | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fooling_ratio(self) -> float:
+        return float(self.metrics.get("fooling_ratio", np.nan))
+
+    def summary(self) -> dict[str, Any]:
+        """The scalar metrics (no per-feature arrays)."""
+        return {k: v for k, v in self.metrics.items() if np.ndim(v) == 0}
+
+    def report(self) -> dict[str, Any]:
+        """Everything but the rows, JSON-ready (what :meth:`save_report` writes)."""
+        return to_jsonable(
+            {
+                "paths": [os.fspath(p) for p in self.paths],
+                "n_events": self.n_events,
+                "metrics": self.metrics,
+                "history": self.history,
+                "config": self.config,
+                "seed": self.seed,
+                "best_iteration": self.best_iteration,
+                "provenance": self.provenance,
+            }
+        )
+
+    def save_report(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`report` as JSON (atomically)."""
+        return atomic_write_json(path, self.report())
+
+    def load(self) -> AttackResult:
+        """Read the shard files and put their rows back in the global order (every event on
+        the client: for results that fit in memory)."""
+        n = self.n_events
+        out: dict[str, np.ndarray] = {}
+        seen = np.zeros(n, dtype=bool)
+        for p in self.paths:
+            try:
+                with np.load(p, allow_pickle=False) as z:
+                    part = {k: z[k] for k in (*_ARRAYS, "rows")}
+            except (OSError, KeyError, ValueError) as exc:
+                raise InputError(f"cannot read shard file {os.fspath(p)!r}: {exc}") from exc
+            rows = part.pop("rows")
+            if len(rows) and (rows.min() < 0 or rows.max() >= n or seen[rows].any()):
+                raise InputError(
+                    f"shard file {os.fspath(p)!r} holds rows outside 0..{n - 1} or rows "
+                    "another file holds too"
+                )
+            seen[rows] = True
+            for k, v in part.items():
+                if k not in out:
+                    out[k] = np.empty((n, *v.shape[1:]), dtype=v.dtype)
+                out[k][rows] = v
+        if not seen.all():
+            raise InputError(
+                f"the shard files hold {int(seen.sum())} of the {n} rows of the result"
+            )
+        return AttackResult(
+            **out,
+            history=self.history,
+            metrics=self.metrics,
+            config=self.config,
+            seed=self.seed,
+            best_iteration=self.best_iteration,
+            provenance=self.provenance,
+        )
 
 
 def _global_rows(layout: str, sizes: list[int]) -> list[np.ndarray]:
@@ -673,8 +834,9 @@ def sharded_attack(
     max_rebuilds: int = 3,
     callback: Callable[[dict[str, Any]], None] | None = None,
     scorer: str = "auto",
+    output_dir: str | os.PathLike[str] | None = None,
     **overrides: Any,
-) -> AttackResult:
+) -> AttackResult | ShardedAttackResult:
     """CONSERVAttack with the events sharded over the workers of ``client``.
 
     Parameters
@@ -712,12 +874,21 @@ def sharded_attack(
         sees a GPU, else on its CPU) or ``"auto"`` (torch on CUDA where the worker sees a
         GPU, else numba).  Both pick the same moves (up to the last bit of ``log`` at exact
         ties; see that module); ``provenance["sharded"]["scorers"]`` records what ran.
+    output_dir
+        Storage the workers and the client share: every shard writes its rows there
+        (``shard-XXXX.npz``: ``X_adv``, ``fooled``, ``moved``, ``pred_clean``,
+        ``pred_adv``, ``attack_mask``, ``constraint_mask`` and the global ``rows``,
+        atomically, on its worker) and the call returns a :class:`ShardedAttackResult`
+        that holds no per-event array.
 
     Returns
     -------
-    AttackResult
-        As :meth:`ConservAttack.run`; ``provenance["sharded"]`` records the shards, their
-        workers and devices, rebuilds, rounds, bytes sent and time per phase.
+    AttackResult or ShardedAttackResult
+        As :meth:`ConservAttack.run` (rows gathered on the client), or, with
+        ``output_dir``, a :class:`ShardedAttackResult`.  Either way the metrics come from
+        the recheck on per-shard reductions; ``provenance["sharded"]`` records the shards,
+        their workers and devices, rebuilds, rounds, bytes sent and time per phase
+        (``timing["final_bytes_from_workers"]``: the recheck's bytes).
     """
     t_start = time.perf_counter()
     if isinstance(config, ConservAttackConfig):
@@ -763,24 +934,7 @@ def sharded_attack(
         ]
         start = {**meta, "begins": [b.result() for b in begins]}
     co.iterate(start)
-    # ---- gather and recheck from scratch on the union
-    finals = co.call("final", [(cfg.track_best,)] * co.S)
-    n = co.n
-
-    def gather(key):
-        return _gather(co.rows, n, [f[key] for f in finals])
-
-    X0, X_final = gather("X0"), gather("X")
-    yy, w, am, cm = gather("y"), gather("w"), gather("am"), gather("cm")
-    pred_clean, pred_adv, fooled = gather("pred_clean"), gather("pred_adv"), gather("fooled")
-    scores = None
-    if finals[0]["scores"] is not None:
-        scores = []
-        for k in range(2):
-            scores.append(_gather(co.rows, n, [f["scores"][k] for f in finals]))
-    metrics = G.final_metrics(
-        cfg, co.setup_t, co.state, X0, X_final, yy, w, am, cm, pred_clean, pred_adv, scores,
-    )  # fmt: skip
+    metrics = co.final_recheck()
     metrics["seconds"] = time.perf_counter() - t_start
     metrics["n_iterations_run"] = len(co.history)
     devices = [inf["device"] for inf in infos]
@@ -794,7 +948,22 @@ def sharded_attack(
         "fingerprints": co.fingerprints,
         "rebuilds": co.rebuilds,
         "resumed": saved is not None,
-        "timing": dict(co.timing),
+        "timing": co.timing,
     }
-    return attack_result(cfg, X0, X_final, fooled, pred_clean, pred_adv, am, cm, co.history,
-                         metrics, co.best_it, sharded=sharded)  # fmt: skip
+    if output_dir is not None:
+        written = co.write_rows(Path(output_dir), layout)
+        return ShardedAttackResult(
+            paths=[Path(w["path"]) for w in written],
+            n_events=co.n,
+            history=co.history,
+            metrics=metrics,
+            config=cfg.to_dict(),
+            seed=cfg.seed,
+            best_iteration=co.best_it,
+            provenance=provenance(cfg.to_dict(), cfg.seed, attack="conservattack", sharded=sharded),
+        )
+    r = co.gather_rows(layout)
+    return attack_result(
+        cfg, None, r["X_adv"], r["fooled"], r["pred_clean"], r["pred_adv"], r["attack_mask"],
+        r["constraint_mask"], co.history, metrics, co.best_it, moved=r["moved"], sharded=sharded,
+    )  # fmt: skip

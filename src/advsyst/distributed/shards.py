@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from advsyst._io import atomic_savez
 from advsyst.attacks.config import ConservAttackConfig
 from advsyst.distributed import _engine_glue as G
 from advsyst.errors import AdvsystError, InputError
@@ -163,8 +164,8 @@ class ShardActor:
         self.movable = G.movable_mask(
             self.X0, self.am, setup.frozen, self.user_movable, cfg.default_value
         )
-        self.lo, self.hi, env = G.shard_bounds(cfg, setup, self.X0)
-        self.per_entry = env is not None
+        self.lo, self.hi, self.env = G.shard_bounds(cfg, setup, self.X0)
+        self.per_entry = self.env is not None
         self.pred_clean = self.adapter.predict(self.X0)
         if cfg.target == "label":
             if self.y is None:
@@ -303,22 +304,56 @@ class ShardActor:
         return begin
 
     # ------------------------------------------------------------------ results
-    def final(self, track_best: bool) -> dict[str, Any]:
-        """Everything the result needs, for this shard's rows."""
+    def finish(self, track_best: bool) -> dict[str, Any]:
+        """Fix the result's rows (the best iteration's with ``track_best``), predict them, and
+        return the first reductions of the final recheck (:func:`G.shard_final`, size
+        independent of the shard's events)."""
         X = self.best if (track_best and self.best is not None) else self.X
         pred_adv = self.adapter.predict(X) if track_best else self.pred_adv
-        out = {
-            "X0": self.X0,
-            "X": X,
-            "y": self.y,
-            "w": self.w,
-            "am": self.am,
-            "cm": self.cm,
+        self.result = {"X": X, "pred_adv": pred_adv, "fooled": self.am & (pred_adv != self.target)}
+        self.ratios = (
+            G.envelope_ratios(self.X0, X, self.env) if self.env is not None else np.zeros(0)
+        )
+        return G.shard_final(
+            self.setup_t, self.X0, X, self.y, self.w, self.am, self.cm, self.pred_clean,
+            pred_adv, self.lo, self.hi, self.env,
+        )  # fmt: skip
+
+    def final_cov(self, mean0: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The partial covariances of the clean and the result's rows at the global means."""
+        return G.final_covs(self.X0, self.result["X"], self.w, self.cm, mean0, mean)
+
+    def final_count(self, thresholds: np.ndarray) -> np.ndarray:
+        """How many of the shard's envelope ratios are <= each threshold."""
+        return G.count_le(self.ratios, thresholds)
+
+    def final_auroc(self) -> list[np.ndarray] | None:
+        """The shard's AUROC pieces (distinct scores, Σw per class) for the clean and the
+        result's rows; None without labels or for a model with more than two classes."""
+        if self.y is None or self.adapter.n_classes != 2:
+            return None
+        X = self.result["X"]
+        return G.auroc_part(self.y, self.w, (self.adapter.scores(self.X0), self.adapter.scores(X)))
+
+    def final_rows(self, layout: str, offset: int) -> dict[str, np.ndarray]:
+        """The result's rows of this shard (the arrays of an AttackResult) and their global
+        rows: ``local row · n_shards + shard`` (``layout="roundrobin"``) or ``offset + local
+        row`` (``"concat"``)."""
+        r = self.result
+        rows = self.ids if layout == "roundrobin" else offset + np.arange(self.n, dtype=np.int64)
+        return {
+            "X_adv": r["X"],
+            "fooled": r["fooled"],
+            "moved": (r["X"] != self.X0).any(axis=1),
             "pred_clean": self.pred_clean,
-            "pred_adv": pred_adv,
-            "fooled": self.am & (pred_adv != self.target),
-            "scores": None,
+            "pred_adv": r["pred_adv"],
+            "attack_mask": self.am,
+            "constraint_mask": self.cm,
+            "rows": rows,
         }
-        if self.y is not None:
-            out["scores"] = (self.adapter.scores(self.X0), self.adapter.scores(X))
-        return out
+
+    def write_rows(self, path: str, layout: str, offset: int) -> dict[str, Any]:
+        """Write :meth:`final_rows` atomically to ``path`` (``.npz`` on storage the client
+        reads); returns the path, the number of rows and the file's size."""
+        atomic_savez(path, **self.final_rows(layout, offset))
+        return {"path": path, "n": self.n, "bytes": os.path.getsize(path)}
