@@ -159,9 +159,30 @@ def write_outputs(
     """``OUTDIR/adversarial.npz``, ``OUTDIR/attack_result.npz`` and, last (its presence marks
     a complete run), ``OUTDIR/report.json``; every file atomically.  Returns the report."""
     out = Path(args.out)
-    m = res.metrics
     scan = _validation_scan(X, res, w, names, getattr(args, "scan_bootstrap", 200))
-    report = {
+    report = build_report(args, names, res, scan, extra)
+    atomic_savez(out / "adversarial.npz", X_adv=res.X_adv, fooled=res.fooled)
+    res.save(out / "attack_result.npz")
+    atomic_write_json(out / "report.json", report)
+    m = res.metrics
+    worst = f"; unseen binnings: worst JSD/resolution {scan['worst']['ratio']:.3g}" if scan else ""
+    print(
+        f"fooling ratio {m['fooling_ratio']:.4f}, JSD max {m['jsd_max']:.3g}, dFN {m['dfn']:.3g}"
+        f"{worst}{note} -> {out}/adversarial.npz, {out}/report.json"
+    )
+    return report
+
+
+def build_report(
+    args: argparse.Namespace,
+    names: list[str] | None,
+    res: Any,
+    scan: dict[str, Any] | None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The content of ``OUTDIR/report.json`` (metrics, history, scan, inputs, provenance)."""
+    m = res.metrics
+    return {
         "fooling_ratio": m["fooling_ratio"],
         "jsd_mean": m["jsd_mean"],
         "jsd_max": m["jsd_max"],
@@ -183,15 +204,6 @@ def write_outputs(
         **(extra or {}),
         **provenance(res.config, res.seed),
     }
-    atomic_savez(out / "adversarial.npz", X_adv=res.X_adv, fooled=res.fooled)
-    res.save(out / "attack_result.npz")
-    atomic_write_json(out / "report.json", report)
-    worst = f"; unseen binnings: worst JSD/resolution {scan['worst']['ratio']:.3g}" if scan else ""
-    print(
-        f"fooling ratio {m['fooling_ratio']:.4f}, JSD max {m['jsd_max']:.3g}, dFN {m['dfn']:.3g}"
-        f"{worst}{note} -> {out}/adversarial.npz, {out}/report.json"
-    )
-    return report
 
 
 def _validation_scan(

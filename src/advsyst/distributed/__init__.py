@@ -11,6 +11,7 @@ from advsyst.distributed.attack import (
 )
 from advsyst.distributed.sharded import (
     CheckpointMismatch,
+    ShardedAttackResult,
     ShardLostError,
     ShardSource,
     sharded_attack,
@@ -18,6 +19,7 @@ from advsyst.distributed.sharded import (
 
 __all__ = [
     "CheckpointMismatch",
+    "ShardedAttackResult",
     "ShardLostError",
     "ShardSource",
     "sharded_attack",

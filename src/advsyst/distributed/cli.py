@@ -1,6 +1,8 @@
 """``advsyst attack ... --workers N | --scheduler tcp://HOST:PORT [--checkpoint DIR |
---resume DIR]``: the sharded attack from the command line, same outputs as ``advsyst attack``
-(``OUTDIR/adversarial.npz``, ``OUTDIR/attack_result.npz``, ``OUTDIR/report.json``).
+--resume DIR] [--shard-output DIR]``: the sharded attack from the command line, same outputs
+as ``advsyst attack`` (``OUTDIR/adversarial.npz``, ``OUTDIR/attack_result.npz``,
+``OUTDIR/report.json``); with ``--shard-output DIR`` every shard writes its rows to
+``DIR/shard-XXXX.npz`` on its worker instead, and ``OUTDIR/report.json`` lists them.
 
 :func:`add_sharded_arguments` adds the options to the ``attack`` parser and
 :func:`wants_sharded` / :func:`run_sharded` dispatch from ``advsyst attack``;
@@ -34,6 +36,13 @@ def add_sharded_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint", metavar="DIR", help="checkpoint after every round into DIR")
     g.add_argument("--resume", metavar="DIR", help="resume the run checkpointed in DIR")
     g.add_argument(
+        "--shard-output",
+        metavar="DIR",
+        help="every shard writes its rows to DIR/shard-XXXX.npz on its worker (storage the "
+        "workers share) instead of adversarial.npz/attack_result.npz on the client; "
+        "OUTDIR/report.json lists the files",
+    )
+    g.add_argument(
         "--scorer",
         choices=("auto", "numba", "torch"),
         help="candidate scoring on the workers: numba (CPU), torch (CUDA where the worker has a "
@@ -45,7 +54,7 @@ def wants_sharded(args: argparse.Namespace) -> bool:
     """Did the command line ask for the sharded attack?"""
     return any(
         getattr(args, k, None) is not None
-        for k in ("scheduler", "workers", "checkpoint", "resume", "shards")
+        for k in ("scheduler", "workers", "checkpoint", "resume", "shards", "shard_output")
     )
 
 
@@ -71,7 +80,7 @@ def _client(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def run_sharded(args: argparse.Namespace) -> int:
     """``advsyst attack`` with the sharded attack; the same output files."""
-    from advsyst.attacks.cli import config_from_args, load_attack_data, write_outputs
+    from advsyst.attacks.cli import build_report, config_from_args, load_attack_data, write_outputs
     from advsyst.attacks.config import ConservAttackConfig
     from advsyst.distributed._engine_glue import check_supported
     from advsyst.distributed.sharded import sharded_attack
@@ -106,11 +115,32 @@ def run_sharded(args: argparse.Namespace) -> int:
             checkpoint_dir=args.resume or args.checkpoint,
             resume=args.resume is not None,
             scorer=getattr(args, "scorer", None) or "auto",
+            output_dir=getattr(args, "shard_output", None),
         )
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+    if getattr(args, "shard_output", None) is not None:
+        # the rows stay in the shard files: no validation scan (it needs them on the client)
+        extra = {
+            "sharded": res.provenance["sharded"],
+            "shard_files": [os.fspath(p) for p in res.paths],
+            "binning_scan_note": "not computed with --shard-output (it needs every row on "
+            "the client): run advsyst.stats.binning_scan on ShardedAttackResult.load()",
+        }
+        from advsyst._io import atomic_write_json
+
+        atomic_write_json(
+            Path(args.out) / "report.json", build_report(args, names, res, None, extra)
+        )
+        m = res.metrics
+        print(
+            f"fooling ratio {m['fooling_ratio']:.4f}, JSD max {m['jsd_max']:.3g}, dFN "
+            f"{m['dfn']:.3g} ({len(res.paths)} shards) -> {args.shard_output}/shard-*.npz, "
+            f"{args.out}/report.json"
+        )
+        return 0
     write_outputs(
         args,
         X,
