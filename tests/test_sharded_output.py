@@ -230,7 +230,7 @@ def test_output_dir_files_equal_the_gathered_result(client, tmp_path):
 
 def test_final_phase_bytes_do_not_grow_with_n(client):
     """What the shards send for the final recheck does not depend on the number of events
-    (the AUROC's distinct scores apart, recorded separately)."""
+    (the AUROC's per-event scores apart, recorded separately)."""
     cfg = {**CFG, "n_iterations": 1, "robust_binnings": None}
     sent, auroc_sent, trips = {}, {}, {}
     for n in (400, 4000):

@@ -13,11 +13,11 @@ computes on its own rows, so that a sharded run never brings its events together
    (:func:`envelope_ratios`), found by :func:`order_statistics`: a k-ary search on the
    float64 bit patterns, each step one :func:`count_le` per part (about 11 round trips of
    ``O(#quantiles · fanout)`` numbers, whatever the number of events).
-4. AUROC: a rank statistic has no fixed-size exact reduction; :func:`auroc_part` sends the
-   distinct scores with their Σw per class (at most 3 numbers per distinct score, for the
-   clean and the adversarial scores), and :func:`auroc_from_parts` evaluates
-   :func:`advsyst.attacks.metrics.auroc` on them: exact, but its size grows with the number
-   of distinct scores (the only piece that does).
+4. AUROC: a rank statistic has no fixed-size exact reduction, so :func:`auroc_part` sends
+   the clean and the adversarial score of every event with its label (and its weight
+   unless all are 1): 2 floats and a byte per event, the only piece whose size grows with
+   the data; :func:`auroc_from_parts` evaluates :func:`advsyst.attacks.metrics.auroc` on
+   the union, exactly.
 
 :meth:`advsyst.attacks.ConservAttack.run` uses the same functions with its whole data set
 as one part; the sharded attack sums the parts of its shards.  The statistics themselves
@@ -209,29 +209,29 @@ def quantiles(
     return [float(np.quantile(np.array([vals[a], vals[b]]), g)) for a, b, g in pairs]
 
 
-def auroc_part(y: np.ndarray, w: np.ndarray, scores: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """For every score array: the distinct scores and their Σw of class 1 and of class 0,
-    as a (3, #distinct) array (the exact reduction of one part for :func:`auroc_from_parts`)."""
-    pos = np.asarray(y) == 1
-    out = []
-    for s in scores:
-        u, inv = np.unique(np.asarray(s, dtype=np.float64), return_inverse=True)
-        wp = np.bincount(inv, weights=np.where(pos, w, 0.0), minlength=len(u))
-        wn = np.bincount(inv, weights=np.where(pos, 0.0, w), minlength=len(u))
-        out.append(np.vstack([u, wp, wn]))
-    return out
+def auroc_part(y: np.ndarray, w: np.ndarray, scores: Sequence[np.ndarray]) -> dict[str, Any]:
+    """One part's AUROC piece: its labels (int8), its weights (None when all are 1) and
+    every score array (float64) — 2 floats and a byte per event for the clean and the
+    adversarial scores (+ 1 float when weighted).  A rank statistic has no fixed-size
+    exact reduction; :func:`auroc_from_parts` evaluates
+    :func:`advsyst.attacks.metrics.auroc` on the union."""
+    w = np.asarray(w, dtype=np.float64)
+    return {
+        "y": np.asarray(y).astype(np.int8),
+        "w": None if bool(np.all(w == 1.0)) else w,
+        "scores": [np.asarray(s, dtype=np.float64) for s in scores],
+    }
 
 
-def auroc_from_parts(parts: Sequence[np.ndarray]) -> float:
-    """:func:`advsyst.attacks.metrics.auroc` of the union of the parts' :func:`auroc_part`
-    pieces for one score (each distinct score one pseudo-event per class, weighted by the
-    class's Σw)."""
+def auroc_from_parts(parts: Sequence[dict[str, Any]]) -> list[float]:
+    """:func:`advsyst.attacks.metrics.auroc` of every score on the union of the parts'
+    :func:`auroc_part` pieces."""
     from advsyst.attacks.metrics import auroc
 
-    A = np.hstack(list(parts))
-    k = A.shape[1]
-    y = np.r_[np.ones(k), np.zeros(k)]
-    return auroc(y, np.r_[A[0], A[0]], np.r_[A[1], A[2]])
+    y = np.concatenate([p["y"] for p in parts])
+    w = np.concatenate([np.ones(len(p["y"])) if p["w"] is None else p["w"] for p in parts])
+    k = len(parts[0]["scores"])
+    return [auroc(y, np.concatenate([p["scores"][i] for p in parts]), w) for i in range(k)]
 
 
 def sum_parts(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:

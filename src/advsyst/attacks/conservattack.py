@@ -735,7 +735,7 @@ class ConservAttack:
         auroc_fn = None
         if y is not None and len(np.unique(y)) == 2 and adapter.n_classes == 2:
             auroc_fn = lambda: [  # noqa: E731
-                [p] for p in F.auroc_part(y, w, (adapter.scores(X0), adapter.scores(X)))
+                F.auroc_part(y, w, (adapter.scores(X0), adapter.scores(X)))
             ]
         dcor = None
         if self.config.use_disco:
@@ -776,7 +776,7 @@ class ConservAttack:
         summed :func:`~advsyst.attacks._final.final_covs`; ``count_fn(t)``: the summed
         :func:`~advsyst.attacks._final.count_le` of the parts' envelope ratios;
         ``auroc_fn()``: None, or the parts' :func:`~advsyst.attacks._final.auroc_part`
-        pieces per score (clean, adversarial); ``dcor``: (ΔdCor, subsample) with DisCo.
+        pieces of the (clean, adversarial) scores; ``dcor``: (ΔdCor, subsample) with DisCo.
         """
         cfg = self.config
         d = binnings[0].n_features
@@ -821,8 +821,7 @@ class ConservAttack:
         if auroc_fn is not None:
             pieces = auroc_fn()
             if pieces is not None:
-                m["auroc_clean"] = float(F.auroc_from_parts(pieces[0]))
-                m["auroc_adv"] = float(F.auroc_from_parts(pieces[1]))
+                m["auroc_clean"], m["auroc_adv"] = map(float, F.auroc_from_parts(pieces))
         # signed-weight slots and the binning-robust rows
         ns = binnings[0].n_slots
         m["negative_slots"] = {

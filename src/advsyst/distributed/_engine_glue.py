@@ -45,9 +45,9 @@ The budgets are rechecked at the end from per-shard reductions too
 whole data set as one part): :func:`shard_final` (clean and adversarial histograms at every
 tracked binning, Σw, Σw·x, fooling sums, counts, the envelope counts and the bound check,
 done on the shard), then the partial covariances at the global means, the exact envelope
-quantiles by a k-ary search on counts, and the AUROC from the distinct scores with their
-Σw per class (the one piece whose size grows with the data: a rank statistic has no
-fixed-size exact reduction).  :func:`recheck` assembles them with
+quantiles by a k-ary search on counts, and the AUROC from every event's clean and
+adversarial score with its label (and weight unless all are 1): the one piece whose size
+grows with the data (a rank statistic has no fixed-size exact reduction).  :func:`recheck` assembles them with
 ``ConservAttack.recheck``.  Only the result's rows, when the caller asks for an in-memory
 :class:`~advsyst.attacks.result.AttackResult`, travel to the client.
 
@@ -503,9 +503,7 @@ def recheck(
 
     def aurocs():
         pieces = auroc_fn()
-        if any(p is None for p in pieces):
-            return None
-        return [[p[k] for p in pieces] for k in range(2)]
+        return None if any(p is None for p in pieces) else pieces
 
     use_auroc = auroc_fn is not None and tot["labels"] is not None and len(tot["labels"]) == 2
     m = ConservAttack(cfg).recheck(

@@ -530,7 +530,7 @@ class _Coordinator:
     def final_recheck(self) -> dict[str, Any]:
         """The final metrics and budget checks from per-shard reductions
         (:func:`~advsyst.distributed._engine_glue.recheck`): no event leaves its worker
-        (the AUROC's distinct scores apart).  Records seconds, round trips and bytes in
+        (the AUROC's per-event scores apart).  Records seconds, round trips and bytes in
         ``timing``."""
         t0, r0 = time.perf_counter(), self.received
         trips = {"n": 0}

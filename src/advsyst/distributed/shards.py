@@ -327,9 +327,10 @@ class ShardActor:
         """How many of the shard's envelope ratios are <= each threshold."""
         return G.count_le(self.ratios, thresholds)
 
-    def final_auroc(self) -> list[np.ndarray] | None:
-        """The shard's AUROC pieces (distinct scores, Σw per class) for the clean and the
-        result's rows; None without labels or for a model with more than two classes."""
+    def final_auroc(self) -> dict[str, Any] | None:
+        """The shard's AUROC piece (:func:`G.auroc_part`: labels, weights, the scores of the
+        clean and the result's rows); None without labels or for a model with more than two
+        classes."""
         if self.y is None or self.adapter.n_classes != 2:
             return None
         X = self.result["X"]
