@@ -16,7 +16,7 @@ from advsyst.attacks import ConservAttack
 from advsyst.attacks import _final as F
 from advsyst.attacks.metrics import auroc
 from advsyst.attacks.model import as_adapter
-from advsyst.errors import BudgetViolation
+from advsyst.errors import BudgetViolation, InputError
 from advsyst.stats import FeatureBinning
 
 distributed = pytest.importorskip("distributed")
@@ -222,9 +222,12 @@ def test_output_dir_files_equal_the_gathered_result(client, tmp_path):
     rep = json.loads(res.save_report(tmp_path / "report.json").read_text())
     assert rep["paths"] == [str(p) for p in res.paths] and rep["n_events"] == len(X0)
     assert rep["metrics"]["fooling_ratio"] == res.fooling_ratio
+    # a second run into the same directory is refused (no stale shard files mixed in)
+    with pytest.raises(InputError, match="already holds shard files"):
+        sharded_attack(client, X0, model, config=cfg, n_shards=2, output_dir=out, **kw)
     # a missing file is an error naming it
     res.paths[1].unlink()
-    with pytest.raises(Exception, match="shard-0001.npz"):
+    with pytest.raises(InputError, match="shard-0001.npz"):
         res.load()
 
 
@@ -317,3 +320,39 @@ def test_cli_shard_output(tmp_path):
                               n_events=len(X))  # fmt: skip
     with np.load(tmp_path / "g" / "adversarial.npz") as z:
         np.testing.assert_array_equal(res.load().X_adv, z["X_adv"])
+
+
+def test_worker_lost_during_the_final_recheck(monkeypatch):
+    """A worker closed between the first and the second reduction of the final recheck:
+    the shard is rebuilt (replay, then ``finish`` again) and the metrics and rows are those
+    of the single-process run."""
+    from advsyst.distributed import sharded as sh
+
+    X, model = _toy(n=400, seed=9)
+    cfg = {**CFG, "n_iterations": 2}
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        closed = []
+        orig = sh._Coordinator.call
+
+        def call(self, method, args=None):
+            if method == "final_cov" and not closed:
+                addr = self.where[1]
+                w = next(w for w in cluster.workers.values() if w.address == addr)
+                cluster.sync(w.close)
+                closed.append(addr)
+            return orig(self, method, args)
+
+        monkeypatch.setattr(sh._Coordinator, "call", call)
+        res = sharded_attack(c, X, model, config=cfg)
+    assert closed
+    assert [r["shard"] for r in res.provenance["sharded"]["rebuilds"]] == [1]
+    loc = ConservAttack(cfg).run(X, model)
+    np.testing.assert_array_equal(res.X_adv, loc.X_adv)
+    assert res.history[-1]["events_moved"] > 0
+    for k in ("fooling_ratio", "jsd_max", "dfn", "n_fooled"):
+        assert res.metrics[k] == pytest.approx(loc.metrics[k], rel=1e-9), k

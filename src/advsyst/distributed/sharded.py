@@ -129,6 +129,7 @@ class _Coordinator:
         self.resume = resume
         self.max_rebuilds = max_rebuilds
         self.rebuilds: list[dict[str, Any]] = []
+        self.final_track_best: bool | None = None  # set once the final recheck starts
         gpus = gpu_workers(client)
         self.want_gpu = bool(gpus)
         self.pool = gpus or self._live()
@@ -313,6 +314,8 @@ class _Coordinator:
             )
         a.setup(self.setup_t).result()
         a.rebuild(self.fingerprints[s], self.shard_log(s), self.it, self.best_it).result()
+        if self.final_track_best is not None:  # lost during the final recheck
+            a.finish(self.final_track_best).result()
 
     # ------------------------------------------------------------------ checkpoints
     def _meta(self) -> dict[str, Any]:
@@ -546,6 +549,7 @@ class _Coordinator:
             auroc_bytes["n"] += self.received - r1
             return out
 
+        self.final_track_best = self.cfg.track_best
         parts = call("finish", [(self.cfg.track_best,)] * self.S)
         metrics = G.recheck(
             self.cfg, self.setup_t, parts,
@@ -899,6 +903,11 @@ def sharded_attack(
         raise ConfigError(f"scorer must be one of {G.SCORERS}, got {scorer!r}")
     if resume and checkpoint_dir is None:
         raise InputError("resume=True needs checkpoint_dir")
+    if output_dir is not None and any(Path(output_dir).glob("shard-*.npz")):
+        raise InputError(
+            f"output directory {os.fspath(output_dir)!r} already holds shard files "
+            "(shard-*.npz) of another run; choose an empty directory"
+        )
     if n_shards is None:
         info = (
             client.scheduler_info(n_workers=-1)
