@@ -9,6 +9,7 @@ the scores the old recheck also gathered), and the bytes the shards wrote with
 ``output_dir``.
 
     python benchmarks/sharded_final_bytes.py --sizes 400 4000 40000
+    python benchmarks/sharded_final_bytes.py --features 30 --bins 200 --robust --envelope 0.3
 """
 
 from __future__ import annotations
@@ -42,18 +43,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[400, 4000, 40000])
     p.add_argument("--features", type=int, default=4)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--bins", type=int, default=20)
+    p.add_argument(
+        "--envelope", type=float, help="relative envelope (adds the exact quantile search)"
+    )
+    p.add_argument("--robust", action="store_true", help="robust_binnings: auto (20 binnings)")
     args = p.parse_args(argv)
     cfg = {
         "min_change": 0.01,
         "step": 0.02,
-        "num_bins": 20,
+        "num_bins": args.bins,
         "n_iterations": 1,
         "max_jsd": 0.03,
         "max_dfn": 0.03,
         "block_size": 256,
         "progress": False,
-        "robust_binnings": None,
+        "robust_binnings": "auto" if args.robust else None,
     }
+    if args.envelope is not None:
+        cfg["envelope"] = {"*": {"relative": args.envelope}}
     head = (
         f"{'n':>7} {'final B':>9} {'trips':>5} {'final s':>8} {'AUROC B':>9} "
         f"{'gather B (baseline)':>20} {'gather s':>8} {'written B':>10}"

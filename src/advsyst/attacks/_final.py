@@ -70,7 +70,11 @@ def partial_sums(X: np.ndarray, w: np.ndarray, cons: np.ndarray, binnings):
     """One part's first-pass sums over its constraint events: (stacked histograms of every
     binning, Σw, Σw·x)."""
     Xc, wc = X[cons], w[cons]
-    return stacked_histograms(binnings, Xc, wc), float(wc.sum()), (wc[:, None] * Xc).sum(axis=0)
+    return (stacked_histograms(binnings, Xc, wc), *_moments1(Xc, wc))
+
+
+def _moments1(Xc: np.ndarray, wc: np.ndarray) -> tuple[float, np.ndarray]:
+    return float(wc.sum()), (wc[:, None] * Xc).sum(axis=0)
 
 
 def partial_cov(X: np.ndarray, w: np.ndarray, cons: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -101,18 +105,19 @@ def final_part(
     env: np.ndarray | None = None,
     y: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """One part's first reductions for the final recheck (size O(R·d·bins), whatever the
-    number of rows).  ``lo``/``hi``: the bounds ((1, d) or per entry) that moved entries
+    """One part's first reductions for the final recheck (size O(Σ_r d·bins_r), whatever
+    the number of rows): ``H0``/``H`` the clean and adversarial Σw histograms of the
+    constraint set at every binning (one (d, slots) array per binning).  ``lo``/``hi``: the bounds ((1, d) or per entry) that moved entries
     which started inside them must respect; ``env``: the per-entry envelope widths (None without an envelope)."""
-    H0, W, swx0 = partial_sums(X0, w, cm, binnings)
-    H, _, swx = partial_sums(X, w, cm, binnings)
+    Xc0, Xc, wc = X0[cm], X[cm], w[cm]
+    W, swx0 = _moments1(Xc0, wc)
     moved = X != X0
     out: dict[str, Any] = {
-        "H0": H0,
-        "H": H,
+        "H0": [b.histogram(Xc0, wc) for b in binnings],
+        "H": [b.histogram(Xc, wc) for b in binnings],
         "W": W,
         "swx0": swx0,
-        "swx": swx,
+        "swx": _moments1(Xc, wc)[1],
         "fooling": np.array(fooling_sums(pred_clean, pred_adv, am, w)),
         "n_fooled": int((am & (pred_adv != pred_clean)).sum()),
         "n_events": len(X),
@@ -242,8 +247,15 @@ def sum_parts(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if k == "labels":
             out[k] = None if v is None else np.unique(np.concatenate(vals))
             continue
-        acc = vals[0]
-        for x in vals[1:]:
-            acc = acc + x
-        out[k] = acc
+        if isinstance(v, list):  # per binning
+            out[k] = [_add([p[r] for p in vals]) for r in range(len(v))]
+        else:
+            out[k] = _add(vals)
     return out
+
+
+def _add(vals: list) -> Any:
+    acc = vals[0]
+    for x in vals[1:]:
+        acc = acc + x
+    return acc

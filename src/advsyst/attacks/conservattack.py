@@ -784,14 +784,7 @@ class ConservAttack:
         cov0, cov = cov_fn(part["swx0"] / W, part["swx"] / W)
         dfn = delta_fn_from_cov(cov0 / W, cov / W, valid)
         H0, H = part["H0"], part["H"]
-        rows = np.vstack(
-            [
-                histogram_jsd(
-                    H0[r * d : (r + 1) * d, : b.n_slots], H[r * d : (r + 1) * d, : b.n_slots]
-                )
-                for r, b in enumerate(binnings)
-            ]
-        )
+        rows = np.vstack([histogram_jsd(a, b) for a, b in zip(H0, H)])
         jsd = rows[0]
         n_att = part["n_attacked"]
         m: dict[str, Any] = {
@@ -823,10 +816,9 @@ class ConservAttack:
             if pieces is not None:
                 m["auroc_clean"], m["auroc_adv"] = map(float, F.auroc_from_parts(pieces))
         # signed-weight slots and the binning-robust rows
-        ns = binnings[0].n_slots
         m["negative_slots"] = {
-            "clean": int((H0[:d, :ns] < 0).sum()),
-            "adversarial": int((H[:d, :ns] < 0).sum()),
+            "clean": int((H0[0] < 0).sum()),
+            "adversarial": int((H[0] < 0).sum()),
         }
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(limits > 0, rows / limits, np.where(rows > 0, np.inf, 0.0))
