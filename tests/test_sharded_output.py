@@ -356,3 +356,22 @@ def test_worker_lost_during_the_final_recheck(monkeypatch):
     assert res.history[-1]["events_moved"] > 0
     for k in ("fooling_ratio", "jsd_max", "dfn", "n_fooled"):
         assert res.metrics[k] == pytest.approx(loc.metrics[k], rel=1e-9), k
+
+
+def test_output_dir_with_file_shards_keeps_the_concatenated_order(client, tmp_path):
+    """Shard sources read from .npz files: the result's rows are the files concatenated;
+    the shard files written with output_dir carry those rows."""
+    X, model = _toy(n=450, seed=12)
+    paths = []
+    for k, part in enumerate((X[:200], X[200:])):
+        paths.append(tmp_path / f"in{k}.npz")
+        np.savez(paths[-1], X=part, y=(part[:, 0] > 0).astype(int))
+    ref = sharded_attack(client, paths, model, config=CFG)
+    res = sharded_attack(client, paths, model, config=CFG, output_dir=tmp_path / "out")
+    with np.load(res.paths[1]) as z:
+        np.testing.assert_array_equal(z["rows"], np.arange(200, 450))
+    loaded = res.load()
+    assert ref.moved.any()
+    for k in ("X_adv", "fooled", "moved", "pred_adv"):
+        np.testing.assert_array_equal(getattr(loaded, k), getattr(ref, k), err_msg=k)
+    assert res.metrics["auroc_adv"] == ref.metrics["auroc_adv"]
