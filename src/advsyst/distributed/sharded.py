@@ -883,7 +883,8 @@ def sharded_attack(
         (``shard-XXXX.npz``: ``X_adv``, ``fooled``, ``moved``, ``pred_clean``,
         ``pred_adv``, ``attack_mask``, ``constraint_mask`` and the global ``rows``,
         atomically, on its worker) and the call returns a :class:`ShardedAttackResult`
-        that holds no per-event array.
+        that holds no per-event array.  A directory holding ``shard-*.npz`` files already
+        is refused.
 
     Returns
     -------
@@ -891,8 +892,13 @@ def sharded_attack(
         As :meth:`ConservAttack.run` (rows gathered on the client), or, with
         ``output_dir``, a :class:`ShardedAttackResult`.  Either way the metrics come from
         the recheck on per-shard reductions; ``provenance["sharded"]`` records the shards,
-        their workers and devices, rebuilds, rounds, bytes sent and time per phase
-        (``timing["final_bytes_from_workers"]``: the recheck's bytes).
+        their workers and devices, rebuilds, rounds, bytes sent and time per phase.  The
+        end in ``timing``: ``final`` (seconds of the recheck), ``final_round_trips``,
+        ``final_bytes_from_workers`` (what the shards sent for it, independent of the
+        number of events), ``final_auroc_bytes_from_workers`` (the AUROC's per-event
+        scores, 17 bytes per event unweighted, 25 weighted; 0 without labels), then either
+        ``gather`` / ``gather_bytes_from_workers`` (the rows brought to the client) or
+        ``write`` / ``written_bytes`` (the shard files).
     """
     t_start = time.perf_counter()
     if isinstance(config, ConservAttackConfig):
