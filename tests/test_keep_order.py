@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import _bruteforce as bf
+from _toys import fit_mlp
 from advsyst.attacks import ConservAttack
 from advsyst.attacks.conservattack import order_bounds, order_violations, resolve_order_groups
 from advsyst.errors import ConfigError, InputError
@@ -104,29 +104,10 @@ def toy():
     pts = -np.sort(-(rng.exponential(20, (n, 3)) + 5), axis=1)
     X = np.column_stack([pts, rng.normal(0, 1.5, n), rng.normal(90, 10, n)])
     y = ((X[:, 1] - X[:, 2]) / 10 - X[:, 3] / 2 + rng.normal(size=n) > 0.5).astype(int)
-    mu, sd = X.mean(0), X.std(0)
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    Xt = torch.tensor((X - mu) / sd, dtype=torch.float32)
-    yt = torch.tensor(y, dtype=torch.float32)
-    for _ in range(150):
-        opt.zero_grad()
-        torch.nn.functional.binary_cross_entropy_with_logits(net(Xt)[:, 0], yt).backward()
-        opt.step()
-
-    class Scaled(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = net
-            self.register_buffer("mu", torch.tensor(mu, dtype=torch.float32))
-            self.register_buffer("sd", torch.tensor(sd, dtype=torch.float32))
-
-        def forward(self, x):
-            return self.net((x - self.mu) / self.sd)
+    net = fit_mlp(X, y, standardise=True)
 
     w = rng.uniform(0.2, 2.0, n)
-    return X, y, Scaled().eval(), w
+    return X, y, net, w
 
 
 CFG = dict(min_change=0.002, step=0.01, units="range", num_bins=40, n_iterations=5,
