@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from _toys import fit_mlp
 from advsyst.cli import main
 from advsyst.stats import delta_fn, jsd_per_feature
 
@@ -135,19 +136,17 @@ def test_shipped_example_configs_are_valid_and_run_on_the_donut(tmp_path):
     from advsyst.data import make_donut
 
     X, y = make_donut(600, seed=1)
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    Xt, yt = torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
-    for _ in range(200):
-        opt.zero_grad()
-        torch.nn.functional.binary_cross_entropy_with_logits(net(Xt)[:, 0], yt).backward()
-        opt.step()
+    net = fit_mlp(X, y, hidden=16, epochs=200)
     configs = sorted((Path(__file__).parents[1] / "examples" / "configs").glob("*.yaml"))
     assert len(configs) >= 4
     for path in configs:
         cfg = load_config(str(path))
-        res = ConservAttack(cfg, n_iterations=2, progress=False).run(X, net.eval())
+        # a config keeping "pt_*" sorted runs on the donut sorted per event, named pt_1, pt_2
+        Xr = -np.sort(-X, axis=1) if cfg.get("keep_order") else X
+        attack = ConservAttack(cfg, n_iterations=2, progress=False)
+        res = attack.run(Xr, net, feature_names=["pt_1", "pt_2"])
+        if cfg.get("keep_order"):
+            assert res.metrics["keep_order"]["events_out_of_order"] == 0
         if res.config["budget"] == "cumulative":
             assert res.metrics["jsd_max"] <= res.config["max_jsd_single_change"] + 1e-9
         assert res.metrics["n_events"] == 600

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
+from _toys import fit_mlp
 from advsyst.attacks import ConservAttack
 from advsyst.stats import FeatureBinning, binning_scan, resolution
 from advsyst.stats.validation import histogram_jsd
@@ -73,15 +73,8 @@ def toy():
     X[:, 1] += 0.5 * X[:, 0]
     X[:, 2] = np.abs(X[:, 2]) ** 1.5
     y = (X[:, 0] - X[:, 1] + X[:, 2] + 0.5 * rng.normal(size=n) > 0.5).astype(int)
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(d, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    Xt, yt = torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
-    for _ in range(150):
-        opt.zero_grad()
-        torch.nn.functional.binary_cross_entropy_with_logits(net(Xt)[:, 0], yt).backward()
-        opt.step()
-    return X, y, net.eval()
+    net = fit_mlp(X, y, hidden=16)
+    return X, y, net
 
 
 CFG = dict(min_change=0.01, step=0.03, num_bins=100, n_iterations=3, max_jsd=0.05,

@@ -10,6 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _toys import fit_mlp
 from advsyst.attacks import ConservAttack
 from advsyst.attacks import _kernels as K
 from advsyst.attacks._disco import DiscoTracker, _dist_row, _score, dcor_dfn
@@ -207,15 +208,8 @@ def toy():
     X[:, 1] += 0.8 * X[:, 0] ** 2  # a dependence Pearson does not see
     X[:, 3] = 0.5 * X[:, 2] + rng.normal(size=N)
     y = (X[:, 0] + X[:, 2] + 0.7 * rng.normal(size=N) > 0).astype(int)
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(D, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    Xt, yt = torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
-    for _ in range(100):
-        opt.zero_grad()
-        torch.nn.functional.binary_cross_entropy_with_logits(model(Xt)[:, 0], yt).backward()
-        opt.step()
-    return X, y, model.eval()
+    model = fit_mlp(X, y, hidden=8, epochs=100)
+    return X, y, model
 
 
 BASE = dict(

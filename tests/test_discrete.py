@@ -6,8 +6,8 @@ import logging
 
 import numpy as np
 import pytest
-import torch
 
+from _toys import fit_mlp
 from advsyst.attacks import ConservAttack
 
 
@@ -21,15 +21,8 @@ def toy():
     X[:, 2] = rng.choice([0.1, 0.3, 0.7, 2.5], n)  # a non-lattice support (no float steps)
     X[:, 3] = rng.integers(0, 2, n)  # a flag
     y = (X[:, 0] + 0.5 * X[:, 1] - X[:, 2] + X[:, 3] + 0.5 * rng.normal(size=n) > 1).astype(int)
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    Xt, yt = torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
-    for _ in range(150):
-        opt.zero_grad()
-        torch.nn.functional.binary_cross_entropy_with_logits(net(Xt)[:, 0], yt).backward()
-        opt.step()
-    return X, net.eval()
+    net = fit_mlp(X, y, hidden=16)
+    return X, net
 
 
 CFG = dict(min_change=0.01, step=0.05, num_bins=40, n_iterations=3, progress=False,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
+from _toys import fit_mlp
 from advsyst.attacks import ConservAttack
 from advsyst.attacks.conservattack import resolve_envelope
 from advsyst.errors import ConfigError, InputError
@@ -46,28 +46,8 @@ def toy():
          rng.normal(90, 10, n)]
     )  # fmt: skip
     y = (X[:, 0] / 30 - X[:, 2] + (X[:, 3] - 90) / 10 + rng.normal(size=n) > 1).astype(int)
-    mu, sd = X.mean(0), X.std(0)
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    Xt = torch.tensor((X - mu) / sd, dtype=torch.float32)
-    yt = torch.tensor(y, dtype=torch.float32)
-    for _ in range(150):
-        opt.zero_grad()
-        torch.nn.functional.binary_cross_entropy_with_logits(net(Xt)[:, 0], yt).backward()
-        opt.step()
-
-    class Scaled(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = net
-            self.register_buffer("mu", torch.tensor(mu, dtype=torch.float32))
-            self.register_buffer("sd", torch.tensor(sd, dtype=torch.float32))
-
-        def forward(self, x):
-            return self.net((x - self.mu) / self.sd)
-
-    return X, Scaled().eval()
+    net = fit_mlp(X, y, standardise=True)
+    return X, net
 
 
 CFG = dict(min_change=0.002, step=0.01, units="range", num_bins=40, n_iterations=4,

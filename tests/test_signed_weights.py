@@ -7,9 +7,9 @@ import logging
 
 import numpy as np
 import pytest
-import torch
 
 import _bruteforce as bf
+from _toys import fit_mlp
 from advsyst.attacks import ConservAttack
 from advsyst.attacks import _kernels as K
 from advsyst.attacks.conservattack import _State
@@ -129,15 +129,8 @@ def toy():
     X = rng.normal(size=(n, 3))
     X[:, 1] += 0.5 * X[:, 0]
     y = (X[:, 0] - X[:, 2] > 0).astype(int)
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    Xt, yt = torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
-    for _ in range(100):
-        opt.zero_grad()
-        torch.nn.functional.binary_cross_entropy_with_logits(net(Xt)[:, 0], yt).backward()
-        opt.step()
-    return X, y, net.eval(), _signed_weights(rng, n)
+    net = fit_mlp(X, y, hidden=8, epochs=100)
+    return X, y, net, _signed_weights(rng, n)
 
 
 CFG = dict(min_change=0.02, step=0.05, num_bins=30, n_iterations=3, progress=False,

@@ -99,6 +99,14 @@ class ConservAttackConfig:
         clean value, over all iterations together.  The most specific key wins: an exact
         name beats any glob, among globs the longest pattern.  Without feature names the
         names are the column indices ("0", "1", ...).  None: the paper's behaviour.
+    keep_order
+        Groups of features stored sorted in every event (e.g. ``["pt_*"]`` for constituent
+        transverse momenta, non-increasing); the attack keeps them sorted.  Each group is a
+        glob (columns in their order) or a list of names, globs or column indices in their
+        stored order; at least two features, non-increasing or non-decreasing in every
+        clean event (ties allowed), else an error.  See
+        :func:`advsyst.attacks.conservattack.order_bounds` for how.  None/[]: no
+        constraint (the paper's behaviour).
     robust_binnings, robust_noise_fraction, robust_bootstrap
         The binning-robust budget.  ``robust_binnings`` lists extra ``[bins, offset]``
         equal-width binnings of the clean range (offset in bin widths) on which the JSD is
@@ -141,6 +149,7 @@ class ConservAttackConfig:
     max_discrete_values: int = 20
     discrete: str = "support"
     envelope: Mapping[str, Mapping[str, float]] | None = None
+    keep_order: Sequence[str | Sequence[str]] | None = None
     robust_binnings: Any = "auto"
     robust_noise_fraction: float | None = 0.5
     robust_bootstrap: int = 200
@@ -212,7 +221,25 @@ class ConservAttackConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 bad(f"{name} must be a non-negative integer, got {v!r}")
         self._validate_envelope(bad)
+        self._validate_keep_order(bad)
         self._validate_robust(bad)
+
+    def _validate_keep_order(self, bad: Any) -> None:
+        groups = self.keep_order
+        if groups is None:
+            return
+        if isinstance(groups, str) or not isinstance(groups, Sequence):
+            bad(f"keep_order must be a list of groups (a glob, or a list of names/globs), "
+                f"got {groups!r}")  # fmt: skip
+        for g in groups:
+            items = [g] if isinstance(g, str) else g
+            if (
+                not isinstance(items, Sequence)
+                or not items
+                or not all(isinstance(x, str | int) and not isinstance(x, bool) for x in items)
+            ):
+                bad(f"keep_order: group {g!r} must be a glob or a non-empty list of feature "
+                    "names, globs or column indices")  # fmt: skip
 
     def _validate_envelope(self, bad: Any) -> None:
         if self.envelope is None:

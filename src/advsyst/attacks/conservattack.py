@@ -31,7 +31,10 @@ __all__ = [
     "ConservAttack",
     "MIN_CONSTRAINT_EVENTS",
     "conservattack",
+    "order_bounds",
+    "order_violations",
     "resolve_envelope",
+    "resolve_order_groups",
 ]
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,88 @@ def resolve_envelope(
     if unused:
         log.warning("envelope keys %s match no feature", unused)
     return kind, value
+
+
+def resolve_order_groups(keep_order: Any, names: list[str], X0: np.ndarray) -> list[np.ndarray]:
+    """The columns of every ``keep_order`` group (see
+    :class:`~advsyst.attacks.config.ConservAttackConfig`), each ordered so that every clean
+    event holds the group non-increasing.
+
+    A group is a glob or a list of feature names, globs or column indices; its features are
+    taken in the order listed (a glob: in column order) and must be sorted in every clean
+    event of ``X0``, non-increasingly (returned as is) or non-decreasingly (returned
+    reversed); ties are allowed.  Raises :class:`ConfigError` for an item that matches no
+    feature or a group of fewer than two features, :class:`InputError` for a group the
+    clean data does not hold sorted.
+    """
+    groups = []
+    for g in keep_order or []:
+        cols: list[int] = []
+        for item in [g] if isinstance(g, str) else g:
+            if isinstance(item, int):
+                hit = [item] if 0 <= item < len(names) else []
+            elif item in names:
+                hit = [names.index(item)]
+            else:
+                hit = [j for j, n in enumerate(names) if fnmatchcase(n, item)]
+            if not hit:
+                raise ConfigError(f"keep_order: {item!r} matches no feature")
+            cols += [j for j in hit if j not in cols]
+        if len(cols) < 2:
+            raise ConfigError(f"keep_order: group {g!r} has fewer than two features ({cols})")
+        c = np.asarray(cols, dtype=np.int64)
+        step = np.diff(X0[:, c], axis=1)
+        if (step <= 0).all():
+            groups.append(c)
+        elif (step >= 0).all():
+            groups.append(c[::-1].copy())
+        else:
+            down, up = int((step > 0).any(axis=1).sum()), int((step < 0).any(axis=1).sum())
+            raise InputError(
+                f"keep_order: group {g!r} ({[names[j] for j in cols]}) is not sorted in every "
+                f"clean event: {down} event(s) break a non-increasing order, {up} a "
+                "non-decreasing one; list the features in their stored order"
+            )
+    return groups
+
+
+def order_bounds(
+    X: np.ndarray, groups: list[np.ndarray], lo: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-entry bounds ``lo``/``hi`` (n, d) that keep every group sorted in every event
+    whatever moves one iteration makes (``groups`` from :func:`resolve_order_groups`, each
+    non-increasing along its columns; ``lo``/``hi``: the bounds without the constraint,
+    (1, d) or (n, d)).
+
+    For each pair of neighbours ``u = x[g_k] >= v = x[g_k+1]`` the upper one may move down
+    to the midpoint ``m = (u + v)/2`` plus a margin ``4·eps·max(|u|, |v|)`` and the lower
+    one up to ``m`` minus that margin.  Neighbours therefore keep a gap between their
+    ranges, larger than the rounding of ``x + move`` in the kernels, so no pair can swap
+    even when both move in one iteration.  Tied neighbours cannot move towards each other.
+    The price: one iteration moves a value at most half-way to its neighbour.
+    """
+    if not groups:
+        return lo, hi
+    n, d = X.shape
+    lo2 = np.array(np.broadcast_to(lo, (n, d)), dtype=np.float64)
+    hi2 = np.array(np.broadcast_to(hi, (n, d)), dtype=np.float64)
+    eps = np.finfo(np.float64).eps
+    for g in groups:
+        u, v = X[:, g[:-1]], X[:, g[1:]]
+        mid = 0.5 * u + 0.5 * v
+        margin = 4.0 * eps * np.maximum(np.abs(u), np.abs(v))
+        lo2[:, g[:-1]] = np.maximum(lo2[:, g[:-1]], mid + margin)
+        hi2[:, g[1:]] = np.minimum(hi2[:, g[1:]], mid - margin)
+    return lo2, hi2
+
+
+def order_violations(X: np.ndarray, groups: list[np.ndarray]) -> int:
+    """Events of ``X`` in which a group (from :func:`resolve_order_groups`) is not
+    non-increasing, recomputed from scratch."""
+    bad = np.zeros(len(X), dtype=bool)
+    for g in groups:
+        bad |= (np.diff(X[:, g], axis=1) > 0).any(axis=1)
+    return int(bad.sum())
 
 
 def _bool_mask(mask: Any, n: int, name: str, default: bool = True) -> np.ndarray:
@@ -549,6 +634,7 @@ class ConservAttack:
         frozen, kind, sup, discrete, valid, lo, hi, mc, st = self._feature_setup(X0, w, cm, names)
         movable = _movable_mask(X0, am, frozen, movable, cfg.default_value)
         elo, ehi, env = self._envelope(X0, names, lo, hi)
+        groups = resolve_order_groups(cfg.keep_order, names or [str(j) for j in range(d)], X0)
         mode = K.MODE_CUMULATIVE if cfg.budget == "cumulative" else K.MODE_PER_CHANGE
         allow_inadmissible = (not cfg.use_no_change) and mode == K.MODE_PER_CHANGE
         if not cfg.use_no_change and mode == K.MODE_CUMULATIVE:
@@ -600,7 +686,8 @@ class ConservAttack:
                 sign = np.sign(grad)
                 before = X[events].copy()
                 # the kernels' argument groups (see advsyst.attacks._kernels)
-                cand = K.make_cand(elo, ehi, mc, st, ncand, cfg.max_candidates, kind,
+                blo, bhi = order_bounds(X, groups, elo, ehi)
+                cand = K.make_cand(blo, bhi, mc, st, ncand, cfg.max_candidates, kind,
                                    cfg.seed, it, cfg.randomize_step, sup)  # fmt: skip
                 budget = (mode, cfg.max_jsd_single_change, cfg.max_frob_single_change,
                           state.norm0, cfg.alpha, cfg.beta)  # fmt: skip
@@ -684,11 +771,24 @@ class ConservAttack:
             (elo, ehi, env), pred_clean, pred_adv, adapter, tracker,
         )  # fmt: skip
         metrics["discrete_features"] = np.nonzero(discrete)[0].tolist()
+        if groups:
+            metrics["keep_order"] = self._check_order(X_final, groups)
         metrics["seconds"] = time.perf_counter() - t_start
         metrics["n_iterations_run"] = len(history)
         return attack_result(
             cfg, X0, X_final, fooled, pred_clean, pred_adv, am, cm, history, metrics, best_it
         )
+
+    @staticmethod
+    def _check_order(X, groups) -> dict[str, Any]:
+        """The ``keep_order`` guarantee, recomputed from scratch (raises
+        :class:`BudgetViolation` if a group is out of order in an event)."""
+        bad = order_violations(X, groups)
+        if bad:
+            raise BudgetViolation(
+                f"internal error: a keep_order group is out of order in {bad} event(s)"
+            )
+        return {"groups": [g.tolist() for g in groups], "events_out_of_order": bad}
 
     @staticmethod
     def _margin(adapter: ModelAdapter, X: np.ndarray, target: np.ndarray) -> np.ndarray:

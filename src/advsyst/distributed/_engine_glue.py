@@ -138,6 +138,12 @@ def check_supported(cfg: ConservAttackConfig) -> None:
             "of a subsample of every event and updates it move by move; run ConservAttack on "
             "one machine)"
         )
+    if cfg.keep_order:
+        why.append(
+            "keep_order (its per-entry bounds come from each iteration's starting values, "
+            "which a shard rebuilt mid-iteration no longer holds; run ConservAttack on one "
+            "machine)"
+        )
     if cfg.method != "fast":
         why.append(
             "method='exact' (the sequential oracle scores each feature against the state "
