@@ -49,6 +49,9 @@ def _default_attack() -> dict[str, Any]:
         "max_jsd_single_change": 0.05,
         "max_frob_single_change": 0.05,
         "use_no_change": True,
+        # the constituent pT (pt_1 >= pt_2 >= ...) stay sorted: without it almost every
+        # adversarial jet breaks the order, which makes it unphysical and easy to detect
+        "keep_order": ["pt_*"],
         "progress": False,
     }
 
