@@ -441,6 +441,7 @@ class _Coordinator:
             self.call("summary"),
             names,
             lambda mean, lay, w2: self.call("clean_stats", [(mean, lay, w2)] * self.S),
+            lambda cols: self.call("order_counts", [(cols,)] * self.S),
         )
         self.names = self.setup_t.names
         self.call("setup", [(self.setup_t,)] * self.S)
