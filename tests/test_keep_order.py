@@ -227,23 +227,26 @@ def test_sharded_equals_single_process(sharded_toy, client, tmp_path, n_shards, 
     assert "keep_order" not in free.metrics
 
 
-class _Abort(Exception):
-    pass
+MID_CFG = {**SHARDED_CFG, "envelope": ETA_ENV, "keep_order": ["pt_*"]}
 
 
-def test_sharded_rebuild_and_resume_mid_iteration(sharded_toy, client, tmp_path):
-    """A shard rebuilt mid-iteration (its worker closed) and a run resumed from a checkpoint
-    written mid-iteration recover the bounds of the iteration's start: bit for bit the
-    single-process run (bounds taken from the replayed rows would differ)."""
+@pytest.fixture(scope="module")
+def single_ordered(sharded_toy):
+    X, model, w = sharded_toy
+    loc = ConservAttack(MID_CFG).run(X, model, weights=w, feature_names=NAMES)
+    assert loc.history[1]["entries_moved"] > 0
+    return loc
+
+
+def test_sharded_rebuild_mid_iteration(sharded_toy, single_ordered):
+    """A shard rebuilt mid-iteration (its worker closed) recovers the bounds of the
+    iteration's start (it replays the earlier iterations, begins the iteration, then
+    replays the iteration's moves): bit for bit the single-process run (with the bounds of
+    the clean rows instead, it is not)."""
     distributed = pytest.importorskip("distributed")
     from advsyst.distributed import sharded_attack
 
     X, model, w = sharded_toy
-    cfg = {**SHARDED_CFG, "envelope": ETA_ENV, "keep_order": ["pt_*"]}
-    kw = {"weights": w, "feature_names": NAMES, "config": cfg}
-    loc = ConservAttack(cfg).run(X, model, weights=w, feature_names=NAMES)
-    assert loc.history[1]["entries_moved"] > 0
-
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
@@ -259,11 +262,24 @@ def test_sharded_rebuild_and_resume_mid_iteration(sharded_toy, client, tmp_path)
                 cluster.sync(wk.close)
                 closed.append(addr)
 
-        res = sharded_attack(c, X, model, callback=close_worker, **kw)
+        res = sharded_attack(c, X, model, weights=w, feature_names=NAMES, config=MID_CFG,
+                             callback=close_worker)  # fmt: skip
     assert closed
     assert [r["shard"] for r in res.provenance["sharded"]["rebuilds"]] == [1]
-    _same_run(res, loc)
+    _same_run(res, single_ordered)
 
+
+class _Abort(Exception):
+    pass
+
+
+def test_sharded_resume_mid_iteration(sharded_toy, single_ordered, client, tmp_path):
+    """A run resumed from a checkpoint written mid-iteration (3 uneven shards): bit for bit
+    the single-process run."""
+    from advsyst.distributed import sharded_attack
+
+    X, model, w = sharded_toy
+    kw = {"weights": w, "feature_names": NAMES, "config": MID_CFG, "n_shards": 3}
     ck = tmp_path / "ck"
 
     def abort(ev):
@@ -271,13 +287,13 @@ def test_sharded_rebuild_and_resume_mid_iteration(sharded_toy, client, tmp_path)
             raise _Abort
 
     with pytest.raises(_Abort):
-        sharded_attack(client, X, model, checkpoint_dir=ck, callback=abort, n_shards=3, **kw)
+        sharded_attack(client, X, model, checkpoint_dir=ck, callback=abort, **kw)
     seen = []
     res = sharded_attack(client, X, model, checkpoint_dir=ck, resume=True, callback=seen.append,
-                         n_shards=3, **kw)  # fmt: skip
+                         **kw)  # fmt: skip
     assert res.provenance["sharded"]["resumed"]
     assert (seen[0]["iteration"], seen[0]["round"]) == (2, 4)  # continued mid-iteration
-    _same_run(res, loc)
+    _same_run(res, single_ordered)
 
 
 def test_sharded_unsorted_clean_data_is_refused_from_counts(sharded_toy, client):
