@@ -16,7 +16,7 @@ Setup from per-shard reductions
 -------------------------------
 The clean events never travel to the coordinator.  The setup of :meth:`ConservAttack.run`
 runs on reductions the shards compute, in two round trips whose size does not depend on
-the number of events:
+the number of events (a third with ``keep_order``: see below):
 
 1. :func:`shard_summary`: the sums the global checks read (``_set_sums``: constraint-set
    size and the totals of the signed weights), Σw·x, the minimum and maximum of every
