@@ -191,16 +191,20 @@ def _same_run(res, loc):
 
 
 @pytest.mark.parametrize(
-    "n_shards, groups, envelope, output",
-    [(2, ["pt_*"], ETA_ENV, False), (3, [["pt_3", "pt_2", "pt_1"]], ETA_ENV, True),
-     (3, [[0, 1, 2]], None, False)],
-    ids=["2-shards-envelope", "3-shards-non-decreasing-listed-output-dir", "3-shards-plain"],
+    "n_shards, groups, envelope, output, scorer",
+    [(2, ["pt_*"], ETA_ENV, False, "numba"),
+     (3, [["pt_3", "pt_2", "pt_1"]], ETA_ENV, True, "numba"),
+     (3, [[0, 1, 2]], None, False, "numba"),
+     (2, ["pt_*"], ETA_ENV, False, "torch")],
+    ids=["2-shards-envelope", "3-shards-non-decreasing-listed-output-dir", "3-shards-plain",
+         "2-shards-envelope-torch-scorer"],
 )  # fmt: skip
 def test_sharded_equals_single_process(sharded_toy, client, tmp_path, n_shards, groups, envelope,
-                                       output):  # fmt: skip
-    """Uneven shards, signed weights, an envelope on another feature: the sharded run with
-    keep_order is ConservAttack.run bit for bit, and the order holds; the same sharded run
-    without keep_order breaks it (so the bounds are what keeps it)."""
+                                       output, scorer):  # fmt: skip
+    """Uneven shards, signed weights, an envelope on another feature (numba or the torch
+    scorer on the workers): the sharded run with keep_order is ConservAttack.run bit for
+    bit, and the order holds; the same sharded run without keep_order breaks it (so the
+    bounds are what keeps it)."""
     from advsyst.distributed import sharded_attack
 
     X, model, w = sharded_toy
@@ -209,12 +213,13 @@ def test_sharded_equals_single_process(sharded_toy, client, tmp_path, n_shards, 
     kw = {"weights": w, "feature_names": NAMES}
     out = {"output_dir": tmp_path / "out"} if output else {}
     res = sharded_attack(client, X, model, config={**cfg, "keep_order": groups},
-                         n_shards=n_shards, **kw, **out)  # fmt: skip
+                         n_shards=n_shards, scorer=scorer, **kw, **out)  # fmt: skip
     if output:
         assert "keep_order" in res.metrics  # the reduced recheck, without any gather
         res = res.load()
     loc = ConservAttack(cfg, keep_order=groups).run(X, model, **kw)
     assert res.provenance["sharded"]["n_shards"] == n_shards
+    assert {sc.split(":")[0] for sc in res.provenance["sharded"]["scorers"]} == {scorer}
     _same_run(res, loc)
     assert res.metrics["keep_order"] == {"groups": [[0, 1, 2]], "events_out_of_order": 0}
     assert _descending(res.X_adv, [0, 1, 2]).all()
