@@ -7,7 +7,8 @@ computes on its own rows, so that a sharded run never brings its events together
 
 1. :func:`final_part`: the clean and adversarial stacked histograms of the constraint set
    at every tracked binning (Σw), Σw and Σw·x of both, the fooling sums, counts, the
-   envelope counts and the bound check (entries moved outside their bounds).
+   envelope counts and the bound check (entries moved outside their bounds), and with
+   ``keep_order`` the events whose group is out of order (:func:`order_violations`).
 2. :func:`final_covs`: Σw·(x−mean)(x−mean)ᵀ of both, at the global means of step 1.
 3. The envelope quantiles are exact order statistics of the parts' sorted ratios
    (:func:`envelope_ratios`), found by :func:`order_statistics`: a k-ary search on the
