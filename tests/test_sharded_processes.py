@@ -59,6 +59,24 @@ def test_killed_worker_is_replaced_and_result_unchanged(client):
     assert [h["entries_moved"] for h in res.history] == [h["entries_moved"] for h in loc.history]
 
 
+def test_killed_worker_mid_iteration_keeps_order_bit_for_bit(client):
+    """keep_order with a worker process killed mid-iteration: the rebuilt shard recovers
+    the bounds of the iteration's start; the result is the single-process one."""
+    from test_keep_order import MID_CFG, NAMES, _sharded_toy
+
+    X, model, w = _sharded_toy()
+    kw = {"weights": w, "feature_names": NAMES}
+    cb, killed = _killer(2, 2, shard=1)
+    res = sharded_attack(client, X, model, config=MID_CFG, callback=cb, **kw)
+    assert killed, "the callback never fired"
+    assert [r["shard"] for r in res.provenance["sharded"]["rebuilds"]] == [1]
+    loc = ConservAttack(MID_CFG).run(X, model, **kw)
+    np.testing.assert_array_equal(res.X_adv, loc.X_adv)
+    assert res.metrics["keep_order"] == loc.metrics["keep_order"]
+    assert res.metrics["keep_order"]["events_out_of_order"] == 0
+    assert [h["entries_moved"] for h in res.history] == [h["entries_moved"] for h in loc.history]
+
+
 def test_shard_that_cannot_be_rebuilt_is_a_clear_error(client, tmp_path):
     X, model = _toy()
     paths = [tmp_path / "a.npz", tmp_path / "b.npz"]

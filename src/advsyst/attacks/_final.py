@@ -7,7 +7,8 @@ computes on its own rows, so that a sharded run never brings its events together
 
 1. :func:`final_part`: the clean and adversarial stacked histograms of the constraint set
    at every tracked binning (Σw), Σw and Σw·x of both, the fooling sums, counts, the
-   envelope counts and the bound check (entries moved outside their bounds).
+   envelope counts and the bound check (entries moved outside their bounds), and with
+   ``keep_order`` the events whose group is out of order (:func:`order_violations`).
 2. :func:`final_covs`: Σw·(x−mean)(x−mean)ᵀ of both, at the global means of step 1.
 3. The envelope quantiles are exact order statistics of the parts' sorted ratios
    (:func:`envelope_ratios`), found by :func:`order_statistics`: a k-ary search on the
@@ -48,6 +49,7 @@ __all__ = [
     "auroc_part",
     "auroc_from_parts",
     "sum_parts",
+    "order_violations",
 ]
 
 #: the envelope-usage quantiles reported in ``metrics["envelope"]``
@@ -104,11 +106,13 @@ def final_part(
     hi: np.ndarray | None = None,
     env: np.ndarray | None = None,
     y: np.ndarray | None = None,
+    groups: Sequence[np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """One part's first reductions for the final recheck (size O(Σ_r d·bins_r), whatever
     the number of rows): ``H0``/``H`` the clean and adversarial Σw histograms of the
     constraint set at every binning (one (d, slots) array per binning).  ``lo``/``hi``: the bounds ((1, d) or per entry) that moved entries
-    which started inside them must respect; ``env``: the per-entry envelope widths (None without an envelope)."""
+    which started inside them must respect; ``env``: the per-entry envelope widths (None without an envelope);
+    ``groups``: the ``keep_order`` groups (then ``events_out_of_order``: :func:`order_violations`)."""
     Xc0, Xc, wc = X0[cm], X[cm], w[cm]
     W, swx0 = _moments1(Xc0, wc)
     moved = X != X0
@@ -134,7 +138,19 @@ def final_part(
         fin = np.isfinite(env)
         out["n_moved_entries"] = int((moved & fin).sum())
         out["n_entries_with_envelope"] = int(fin.sum())
+    if groups:
+        out["events_out_of_order"] = order_violations(X, groups)
     return out
+
+
+def order_violations(X: np.ndarray, groups: Sequence[np.ndarray]) -> int:
+    """Events of ``X`` in which a ``keep_order`` group (from
+    :func:`advsyst.attacks.conservattack.resolve_order_groups`, each non-increasing along
+    its columns) is not non-increasing, recomputed from scratch."""
+    bad = np.zeros(len(X), dtype=bool)
+    for g in groups:
+        bad |= (np.diff(X[:, g], axis=1) > 0).any(axis=1)
+    return int(bad.sum())
 
 
 def final_covs(X0, X, w, cm, mean0, mean) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ import torch
 from advsyst._io import provenance
 from advsyst.attacks import _final as F
 from advsyst.attacks import _kernels as K
+from advsyst.attacks._final import order_violations
 from advsyst.attacks.config import ConservAttackConfig
 from advsyst.attacks.model import ModelAdapter, as_adapter
 from advsyst.attacks.result import AttackResult
@@ -32,6 +33,9 @@ __all__ = [
     "MIN_CONSTRAINT_EVENTS",
     "conservattack",
     "order_bounds",
+    "order_counts",
+    "order_directions",
+    "order_group_columns",
     "order_violations",
     "resolve_envelope",
     "resolve_order_groups",
@@ -79,19 +83,12 @@ def resolve_envelope(
     return kind, value
 
 
-def resolve_order_groups(keep_order: Any, names: list[str], X0: np.ndarray) -> list[np.ndarray]:
-    """The columns of every ``keep_order`` group (see
-    :class:`~advsyst.attacks.config.ConservAttackConfig`), each ordered so that every clean
-    event holds the group non-increasing.
-
-    A group is a glob or a list of feature names, globs or column indices; its features are
-    taken in the order listed (a glob: in column order) and must be sorted in every clean
-    event of ``X0``, non-increasingly (returned as is) or non-decreasingly (returned
-    reversed); ties are allowed.  Raises :class:`ConfigError` for an item that matches no
-    feature or a group of fewer than two features, :class:`InputError` for a group the
-    clean data does not hold sorted.
-    """
-    groups = []
+def order_group_columns(keep_order: Any, names: list[str]) -> list[tuple[Any, np.ndarray]]:
+    """The name-resolution part of :func:`resolve_order_groups`: every ``keep_order`` group
+    as given with its columns in the order listed (a glob: in column order).  Raises
+    :class:`ConfigError` for an item that matches no feature or a group of fewer than two
+    features."""
+    out = []
     for g in keep_order or []:
         cols: list[int] = []
         for item in [g] if isinstance(g, str) else g:
@@ -106,20 +103,59 @@ def resolve_order_groups(keep_order: Any, names: list[str], X0: np.ndarray) -> l
             cols += [j for j in hit if j not in cols]
         if len(cols) < 2:
             raise ConfigError(f"keep_order: group {g!r} has fewer than two features ({cols})")
-        c = np.asarray(cols, dtype=np.int64)
+        out.append((g, np.asarray(cols, dtype=np.int64)))
+    return out
+
+
+def order_counts(X0: np.ndarray, columns: list[np.ndarray]) -> np.ndarray:
+    """Per group (columns as listed): the events of ``X0`` that break a non-increasing order
+    and those that break a non-decreasing one, an int64 (groups, 2) array.  Counts of parts
+    of the data add up (the sharded attack sums its shards')."""
+    out = np.zeros((len(columns), 2), dtype=np.int64)
+    for k, c in enumerate(columns):
         step = np.diff(X0[:, c], axis=1)
-        if (step <= 0).all():
+        out[k] = (step > 0).any(axis=1).sum(), (step < 0).any(axis=1).sum()
+    return out
+
+
+def order_directions(
+    resolved: list[tuple[Any, np.ndarray]], counts: np.ndarray, names: list[str]
+) -> list[np.ndarray]:
+    """The direction part of :func:`resolve_order_groups`: from :func:`order_group_columns`
+    and the :func:`order_counts` of all the clean events, every group's columns ordered so
+    that the clean data holds it non-increasing (a group held non-decreasing is reversed).
+    Raises :class:`InputError` for a group that is sorted in neither direction."""
+    groups = []
+    for (g, c), (down, up) in zip(resolved, np.asarray(counts)):
+        if down == 0:
             groups.append(c)
-        elif (step >= 0).all():
+        elif up == 0:
             groups.append(c[::-1].copy())
         else:
-            down, up = int((step > 0).any(axis=1).sum()), int((step < 0).any(axis=1).sum())
             raise InputError(
-                f"keep_order: group {g!r} ({[names[j] for j in cols]}) is not sorted in every "
-                f"clean event: {down} event(s) break a non-increasing order, {up} a "
+                f"keep_order: group {g!r} ({[names[j] for j in c]}) is not sorted in every "
+                f"clean event: {int(down)} event(s) break a non-increasing order, {int(up)} a "
                 "non-decreasing one; list the features in their stored order"
             )
     return groups
+
+
+def resolve_order_groups(keep_order: Any, names: list[str], X0: np.ndarray) -> list[np.ndarray]:
+    """The columns of every ``keep_order`` group (see
+    :class:`~advsyst.attacks.config.ConservAttackConfig`), each ordered so that every clean
+    event holds the group non-increasing.
+
+    A group is a glob or a list of feature names, globs or column indices; its features are
+    taken in the order listed (a glob: in column order) and must be sorted in every clean
+    event of ``X0``, non-increasingly (returned as is) or non-decreasingly (returned
+    reversed); ties are allowed.  Raises :class:`ConfigError` for an item that matches no
+    feature or a group of fewer than two features, :class:`InputError` for a group the
+    clean data does not hold sorted.  (:func:`order_group_columns`, then
+    :func:`order_directions` on the :func:`order_counts` of ``X0``: the sharded attack runs
+    the same two parts on the summed counts of its shards.)
+    """
+    resolved = order_group_columns(keep_order, names)
+    return order_directions(resolved, order_counts(X0, [c for _, c in resolved]), names)
 
 
 def order_bounds(
@@ -150,15 +186,6 @@ def order_bounds(
         lo2[:, g[:-1]] = np.maximum(lo2[:, g[:-1]], mid + margin)
         hi2[:, g[1:]] = np.minimum(hi2[:, g[1:]], mid - margin)
     return lo2, hi2
-
-
-def order_violations(X: np.ndarray, groups: list[np.ndarray]) -> int:
-    """Events of ``X`` in which a group (from :func:`resolve_order_groups`) is not
-    non-increasing, recomputed from scratch."""
-    bad = np.zeros(len(X), dtype=bool)
-    for g in groups:
-        bad |= (np.diff(X[:, g], axis=1) > 0).any(axis=1)
-    return int(bad.sum())
 
 
 def _bool_mask(mask: Any, n: int, name: str, default: bool = True) -> np.ndarray:
@@ -768,11 +795,9 @@ class ConservAttack:
         fooled = am & (pred_adv != target)
         metrics = self._final_metrics(
             X0, X_final, y, w, am, cm, valid, state.binnings, robust_spec, limits,
-            (elo, ehi, env), pred_clean, pred_adv, adapter, tracker,
+            (elo, ehi, env), pred_clean, pred_adv, adapter, tracker, groups,
         )  # fmt: skip
         metrics["discrete_features"] = np.nonzero(discrete)[0].tolist()
-        if groups:
-            metrics["keep_order"] = self._check_order(X_final, groups)
         metrics["seconds"] = time.perf_counter() - t_start
         metrics["n_iterations_run"] = len(history)
         return attack_result(
@@ -780,10 +805,11 @@ class ConservAttack:
         )
 
     @staticmethod
-    def _check_order(X, groups) -> dict[str, Any]:
-        """The ``keep_order`` guarantee, recomputed from scratch (raises
-        :class:`BudgetViolation` if a group is out of order in an event)."""
-        bad = order_violations(X, groups)
+    def _check_order(groups: list[np.ndarray], bad: int) -> dict[str, Any]:
+        """The ``keep_order`` guarantee from ``bad``, the events out of order recomputed
+        from scratch (:func:`order_violations`, summed over the parts of the data); raises
+        :class:`BudgetViolation` if there is any."""
+        bad = int(bad)
         if bad:
             raise BudgetViolation(
                 f"internal error: a keep_order group is out of order in {bad} event(s)"
@@ -825,12 +851,14 @@ class ConservAttack:
 
     def _final_metrics(
         self, X0, X, y, w, am, cm, valid, binnings, spec, limits, bounds, pred_clean, pred_adv,
-        adapter, tracker=None,
+        adapter, tracker=None, groups=None,
     ) -> dict[str, Any]:  # fmt: skip
         """The final recheck of a run on one machine: :meth:`recheck` with the whole data
-        set as one part (``bounds = (lo, hi, env)`` from :meth:`_envelope`)."""
+        set as one part (``bounds = (lo, hi, env)`` from :meth:`_envelope`; ``groups``: the
+        ``keep_order`` groups from :func:`resolve_order_groups`)."""
         lo, hi, env = bounds
-        part = F.final_part(X0, X, w, am, cm, pred_clean, pred_adv, binnings, lo, hi, env, y)
+        part = F.final_part(X0, X, w, am, cm, pred_clean, pred_adv, binnings, lo, hi, env, y,
+                            groups)  # fmt: skip
         ratios = F.envelope_ratios(X0, X, env) if env is not None else np.zeros(0)
         auroc_fn = None
         if y is not None and len(np.unique(y)) == 2 and adapter.n_classes == 2:
@@ -853,6 +881,7 @@ class ConservAttack:
             spec,
             limits,
             dcor,
+            groups,
         )
 
     def recheck(
@@ -866,6 +895,7 @@ class ConservAttack:
         spec: list,
         limits: np.ndarray,
         dcor: tuple[float, int] | None = None,
+        groups: list[np.ndarray] | None = None,
     ) -> dict[str, Any]:
         """The final metrics and budget checks from reductions of the result
         (:mod:`advsyst.attacks._final`); raises :class:`BudgetViolation` if a guaranteed
@@ -876,7 +906,9 @@ class ConservAttack:
         summed :func:`~advsyst.attacks._final.final_covs`; ``count_fn(t)``: the summed
         :func:`~advsyst.attacks._final.count_le` of the parts' envelope ratios;
         ``auroc_fn()``: None, or the parts' :func:`~advsyst.attacks._final.auroc_part`
-        pieces of the (clean, adversarial) scores; ``dcor``: (ΔdCor, subsample) with DisCo.
+        pieces of the (clean, adversarial) scores; ``dcor``: (ΔdCor, subsample) with DisCo;
+        ``groups``: the ``keep_order`` groups (``part`` then holds their
+        ``events_out_of_order``).
         """
         cfg = self.config
         d = binnings[0].n_features
@@ -941,6 +973,8 @@ class ConservAttack:
                 "n_entries_with_envelope": int(part["n_entries_with_envelope"]),
                 "move_over_envelope_quantiles": {str(k): v for k, v in zip(q, vals)},
             }
+        if groups:
+            m["keep_order"] = self._check_order(groups, part["events_out_of_order"])
         return m
 
 

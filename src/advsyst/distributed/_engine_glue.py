@@ -16,7 +16,7 @@ Setup from per-shard reductions
 -------------------------------
 The clean events never travel to the coordinator.  The setup of :meth:`ConservAttack.run`
 runs on reductions the shards compute, in two round trips whose size does not depend on
-the number of events:
+the number of events (a third with ``keep_order``: see below):
 
 1. :func:`shard_summary`: the sums the global checks read (``_set_sums``: constraint-set
    size and the totals of the signed weights), Σw·x, the minimum and maximum of every
@@ -61,6 +61,19 @@ round-robin) and the commit the ids of the block's events, so the draws are thos
 single-process run.  (Per-entry bounds are indexed by the row, which is right on both
 sides: the shard's own rows, and the block's rows shipped with the proposals.)
 
+``keep_order``
+--------------
+The groups are resolved on the coordinator (:func:`order_groups`): the names there, the
+direction from the shards' counts of clean events that break a non-increasing or a
+non-decreasing order (:func:`shard_order_counts`, summed; the same
+``order_group_columns``/``order_directions`` as ``resolve_order_groups``, so the same
+:class:`InputError`).  Each shard computes ``order_bounds`` for its own rows at the start of
+every iteration from their values then (row-wise, so equal to the single-process bounds)
+and ships them like envelope bounds with its proposals.  A shard rebuilt mid-iteration
+replays the moves of the earlier iterations, begins the iteration (recomputing the bounds)
+and only then replays the iteration's moves.  The final recheck sums the shards'
+``events_out_of_order``.
+
 After every iteration the state is resynchronised from per-shard partial sums
 (:class:`ReducedState`, a ``_State`` whose ``_histograms``/``_moments`` read the sums):
 histograms on every tracked binning, Σw·x and Σw·(x−mean)(x−mean)ᵀ.  With one shard the
@@ -71,7 +84,7 @@ reassociation only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -91,6 +104,10 @@ from advsyst.attacks.conservattack import (
     _movable_mask,
     _set_sums,
     _State,
+    order_bounds,
+    order_counts,
+    order_directions,
+    order_group_columns,
 )
 from advsyst.attacks.model import ModelAdapter, as_adapter
 from advsyst.errors import ConfigError, InputError
@@ -107,6 +124,9 @@ __all__ = [
     "shard_clean_stats",
     "setup_from_summaries",
     "shard_bounds",
+    "order_groups",
+    "shard_order_counts",
+    "order_bounds",
     "movable_mask",
     "kernel_tuples",
     "SCORERS",
@@ -137,12 +157,6 @@ def check_supported(cfg: ConservAttackConfig) -> None:
             "use_disco=True (the distance-correlation tracker holds an O(m^2) distance matrix "
             "of a subsample of every event and updates it move by move; run ConservAttack on "
             "one machine)"
-        )
-    if cfg.keep_order:
-        why.append(
-            "keep_order (its per-entry bounds come from each iteration's starting values, "
-            "which a shard rebuilt mid-iteration no longer holds; run ConservAttack on one "
-            "machine)"
         )
     if cfg.method != "fast":
         why.append(
@@ -211,6 +225,8 @@ class Setup:
     extra: list
     limits: np.ndarray
     names: list[str] | None
+    #: the ``keep_order`` groups (``resolve_order_groups``), each non-increasing
+    groups: list[np.ndarray] = field(default_factory=list)
 
     def layout(self) -> SimpleNamespace:
         """What ``_State._histograms`` reads besides the data (for :func:`partial_sums`)."""
@@ -279,9 +295,12 @@ def setup_from_summaries(
     summaries: list[dict[str, Any]],
     names: list[str] | None,
     clean_stats: Any,
+    order_counts_fn: Any = None,
 ) -> tuple[Setup, ReducedState]:
     """The engine's checks and setup from the shards' :func:`shard_summary` results;
-    ``clean_stats(mean, layout, want_w2)`` returns every shard's :func:`shard_clean_stats`.
+    ``clean_stats(mean, layout, want_w2)`` returns every shard's :func:`shard_clean_stats`;
+    ``order_counts_fn(columns)`` (needed with ``keep_order``: one more round trip of
+    2 integers per group and shard) every shard's :func:`shard_order_counts`.
     Returns the setup and the clean state."""
     eng = ConservAttack(cfg)
     names = _check_sets(d, _total([p["sets"] for p in summaries]), names)
@@ -309,8 +328,9 @@ def setup_from_summaries(
         rows = [slice(r * d, (r + 1) * d) for r in range(len(binnings))]
         hists = [(H[rr, : b.n_slots], H2[rr, : b.n_slots]) for rr, b in zip(rows, binnings)]
     limits = eng._robust_limits(spec, hists, d)
+    groups = order_groups(cfg, d, names, order_counts_fn)
     setup = Setup(frozen, kind, sup, discrete, valid, lo, hi, mc, st, binning, spec, extra,
-                  limits, names)  # fmt: skip
+                  limits, names, groups)  # fmt: skip
 
     def cov_fn(m: np.ndarray) -> list[np.ndarray]:
         if not np.array_equal(m, mean):  # the clean state's mean is the one asked for
@@ -320,6 +340,29 @@ def setup_from_summaries(
     state = ReducedState(Sums(H=H, swx=swx, cov_fn=cov_fn), np.array([W]), np.array([True]),
                          binning, valid, extra, limits)  # fmt: skip
     return setup, state
+
+
+def order_groups(
+    cfg: ConservAttackConfig, d: int, names: list[str] | None, order_counts_fn: Any
+) -> list[np.ndarray]:
+    """``resolve_order_groups`` on the union of the shards without gathering it: the names
+    are resolved here, the shards count the events that break either order
+    (``order_counts_fn(columns)``: their :func:`shard_order_counts`), the summed counts
+    decide each group's direction (or raise the same :class:`InputError`)."""
+    if not cfg.keep_order:
+        return []
+    full = names or [str(j) for j in range(d)]
+    resolved = order_group_columns(cfg.keep_order, full)
+    if order_counts_fn is None:
+        raise ConfigError("keep_order needs the shards' order counts (order_counts_fn)")
+    counts = _total(order_counts_fn([c for _, c in resolved]))
+    return order_directions(resolved, counts, full)
+
+
+def shard_order_counts(X0: np.ndarray, columns: list[np.ndarray]) -> np.ndarray:
+    """One shard's ``order_counts``: per group, its clean events that break a
+    non-increasing and a non-decreasing order ((groups, 2) integers)."""
+    return order_counts(X0, columns)
 
 
 def setup_in_memory(
@@ -334,7 +377,10 @@ def setup_in_memory(
     def clean_stats(mean, layout, want_w2):
         return [shard_clean_stats(X0, w, cm, mean, layout, want_w2)]
 
-    setup, state = setup_from_summaries(cfg, X0.shape[1], summaries, names, clean_stats)
+    setup, state = setup_from_summaries(
+        cfg, X0.shape[1], summaries, names, clean_stats,
+        lambda cols: [shard_order_counts(X0, cols)],
+    )  # fmt: skip
     return setup, state, w, cm
 
 
@@ -485,10 +531,12 @@ class ReducedState(_State):
 def shard_final(setup: Setup, X0, X, y, w, am, cm, pred_clean, pred_adv, lo, hi, env):
     """One shard's first reductions of the final recheck
     (:func:`advsyst.attacks._final.final_part` at every tracked binning, with the bound and
-    envelope checks on the shard's own bounds)."""
+    envelope checks on the shard's own bounds, and its events out of order with
+    ``keep_order``)."""
     return F.final_part(
-        X0, X, w, am, cm, pred_clean, pred_adv, [setup.binning, *setup.extra], lo, hi, env, y
-    )
+        X0, X, w, am, cm, pred_clean, pred_adv, [setup.binning, *setup.extra], lo, hi, env, y,
+        setup.groups,
+    )  # fmt: skip
 
 
 def recheck(
@@ -514,7 +562,7 @@ def recheck(
     use_auroc = auroc_fn is not None and tot["labels"] is not None and len(tot["labels"]) == 2
     m = ConservAttack(cfg).recheck(
         tot, covs, lambda t: _total(count_fn(t)), aurocs if use_auroc else None, setup.valid,
-        [setup.binning, *setup.extra], setup.spec, setup.limits,
+        [setup.binning, *setup.extra], setup.spec, setup.limits, groups=setup.groups,
     )  # fmt: skip
     m["discrete_features"] = np.nonzero(setup.discrete)[0].tolist()
     return m

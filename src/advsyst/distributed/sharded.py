@@ -8,8 +8,11 @@ The client is the coordinator: it holds the small global state of the constraint
 Setup: the clean events stay on the workers.  The coordinator builds the binning, the
 feature setup, the binning-robust limits and the clean state from per-shard reductions
 (:func:`~advsyst.distributed._engine_glue.setup_from_summaries`: two round trips whose size
-does not depend on the number of events; ``provenance["sharded"]["timing"]`` records
-their seconds and bytes).
+does not depend on the number of events, a third of 2 integers per group and shard with
+``keep_order``; ``provenance["sharded"]["timing"]`` records their seconds and bytes).
+With ``keep_order`` every shard narrows the bounds of its rows at the start of every
+iteration (``order_bounds`` of their values then) and ships them with its proposals, as it
+ships envelope bounds.
 
 The end: the budgets are rechecked on the union from per-shard reductions too
 (:func:`~advsyst.distributed._engine_glue.recheck`, the same code as the single-process
@@ -421,7 +424,8 @@ class _Coordinator:
     # ------------------------------------------------------------------ the run
     def setup(self, infos: list[dict[str, Any]], names: list[str] | None, layout: str) -> None:
         """Run the engine's checks and setup on per-shard reductions (two round trips whose
-        size does not depend on the number of events; the clean events stay on the
+        size does not depend on the number of events, three with ``keep_order``; the clean
+        events stay on the
         workers: :func:`~advsyst.distributed._engine_glue.setup_from_summaries`), ship the
         setup to the shards."""
         cfg = self.cfg
@@ -441,6 +445,7 @@ class _Coordinator:
             self.call("summary"),
             names,
             lambda mean, lay, w2: self.call("clean_stats", [(mean, lay, w2)] * self.S),
+            lambda cols: self.call("order_counts", [(cols,)] * self.S),
         )
         self.names = self.setup_t.names
         self.call("setup", [(self.setup_t,)] * self.S)

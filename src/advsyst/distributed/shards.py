@@ -165,7 +165,10 @@ class ShardActor:
             self.X0, self.am, setup.frozen, self.user_movable, cfg.default_value
         )
         self.lo, self.hi, self.env = G.shard_bounds(cfg, setup, self.X0)
-        self.per_entry = self.env is not None
+        self.groups = setup.groups
+        # keep_order: per-entry bounds from the rows at the start of every iteration
+        self.per_entry = self.env is not None or bool(self.groups)
+        self._iteration_bounds()
         self.pred_clean = self.adapter.predict(self.X0)
         if cfg.target == "label":
             if self.y is None:
@@ -175,6 +178,16 @@ class ShardActor:
             self.target = self.pred_clean
         self.pred_adv = self.pred_clean.copy()
         self.best = self.X.copy()
+
+    def order_counts(self, columns: list[np.ndarray]) -> np.ndarray:
+        """The clean events breaking either order per ``keep_order`` group
+        (:func:`G.shard_order_counts`)."""
+        return G.shard_order_counts(self.X0, columns)
+
+    def _iteration_bounds(self) -> None:
+        """The bounds of the coming iteration's moves (``blo``/``bhi``): the envelope bounds,
+        narrowed by ``order_bounds`` of the current rows with ``keep_order``."""
+        self.blo, self.bhi = G.order_bounds(self.X, self.groups, self.lo, self.hi)
 
     def cov(self, mean: np.ndarray) -> np.ndarray:
         return G.partial_cov(self.X, self.w, self.cm, mean)
@@ -186,8 +199,9 @@ class ShardActor:
     # ------------------------------------------------------------------ iterations
     def begin_iteration(self) -> dict[str, Any]:
         """Active events of the iteration, their gradient signs, and (order: margin) their
-        margins."""
+        margins; with ``keep_order`` the iteration's bounds from the rows at its start."""
         cfg = self.cfg
+        self._iteration_bounds()
         fooled = self.am & (self.pred_adv != self.target)
         active = self.am & (~fooled | cfg.optimize_already_fooled)
         self.events = np.nonzero(active)[0]
@@ -228,7 +242,7 @@ class ShardActor:
             self.consts = consts
         stats = G.ReducedState.for_worker(self.consts, snap)
         cand, budget, allow = G.kernel_tuples(
-            self.cfg, self.setup_t, it, self.consts["norm0"], self.lo, self.hi
+            self.cfg, self.setup_t, it, self.consts["norm0"], self.blo, self.bhi
         )
         ev = self.events[pos]
         sign = self.sign[pos]
@@ -239,8 +253,8 @@ class ShardActor:
         idx = np.nonzero((status != 0).any(axis=1))[0]
         rows = ev[idx]
         out = {}
-        if self.per_entry:  # the envelope bounds of the proposing rows, for the commit
-            out = {"lo": self.lo[rows], "hi": self.hi[rows]}
+        if self.per_entry:  # the per-entry bounds of the proposing rows, for the commit
+            out = {"lo": self.blo[rows], "hi": self.bhi[rows]}
         return {
             **out,
             "idx": idx,
@@ -279,7 +293,8 @@ class ShardActor:
         """Bring a freshly loaded and set-up shard to where the run is: replay the logged
         moves ``log = (iteration, local row, feature, value)`` of the iterations before
         ``it`` (copying the rows after ``best_it``), predict, begin iteration ``it`` (its
-        gradient signs are those of the rows at its start) and replay its moves so far.
+        gradient signs and ``keep_order`` bounds are those of the rows at its start) and
+        replay its moves so far.
         Returns what :meth:`begin_iteration` returned."""
         if self.fp != expected_fp:
             raise ShardLostError(
