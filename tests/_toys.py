@@ -40,3 +40,30 @@ def fit_mlp(
         torch.nn.functional.binary_cross_entropy_with_logits(net(Xt)[:, 0], yt).backward()
         opt.step()
     return (_Standardised(net, mu, sd) if standardise else net).eval()
+
+
+#: the small attack the sharded and dask tests run
+SHARDED_CFG = {
+    "min_change": 0.01,
+    "step": 0.02,
+    "num_bins": 20,
+    "n_iterations": 3,
+    "max_jsd": 0.03,
+    "max_dfn": 0.03,
+    "block_size": 64,
+    "progress": False,
+}
+
+
+def linear_toy(n: int = 500, d: int = 4, seed: int = 2) -> tuple[np.ndarray, torch.nn.Module]:
+    """Correlated Gaussian features (feature 1 depends on 0: a correlation to protect) and a
+    fixed logistic tagger, scripted (so it pickles to dask workers)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    X[:, 1] += 0.5 * X[:, 0]
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(d, 1), torch.nn.Sigmoid())
+    with torch.no_grad():
+        m[0].weight[:] = torch.tensor([[2.0, -1.0, 0.5, 0.3][:d]])
+        m[0].bias.zero_()
+    return X, torch.jit.script(m.eval())

@@ -57,3 +57,17 @@ def ww_file(sample_factory) -> Path:
 @pytest.fixture(scope="session")
 def data_file(sample_factory) -> Path:
     return sample_factory("mix", 200, 3, pseudo=True)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A dask client on an in-process LocalCluster of 2 single-thread workers, one per test
+    module (test_sharded_processes.py overrides it with worker processes)."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c

@@ -170,18 +170,6 @@ def sharded_toy():
     return _sharded_toy()
 
 
-@pytest.fixture(scope="module")
-def client():
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
-        yield c
-
-
 def _same_run(res, loc):
     np.testing.assert_array_equal(res.X_adv, loc.X_adv)
     assert res.metrics["keep_order"] == loc.metrics["keep_order"]

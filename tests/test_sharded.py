@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
+from _toys import SHARDED_CFG, linear_toy
 from advsyst.attacks import ConservAttack
 from advsyst.errors import ConfigError, InputError
 from advsyst.stats import delta_fn, jsd_per_feature
@@ -21,44 +21,13 @@ from advsyst.distributed import (  # noqa: E402
 from advsyst.distributed import gpu_workers as distributed_gpu_workers  # noqa: E402
 from advsyst.distributed._engine_glue import UnsupportedBySharding  # noqa: E402
 
-CFG = {
-    "min_change": 0.01,
-    "step": 0.02,
-    "num_bins": 20,
-    "n_iterations": 3,
-    "max_jsd": 0.03,
-    "max_dfn": 0.03,
-    "block_size": 64,
-    "progress": False,
-}
-
-
-def _toy(n=500, d=4, seed=2):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, d))
-    X[:, 1] += 0.5 * X[:, 0]  # a correlation to protect
-    torch.manual_seed(0)
-    m = torch.nn.Sequential(torch.nn.Linear(d, 1), torch.nn.Sigmoid())
-    with torch.no_grad():
-        m[0].weight[:] = torch.tensor([[2.0, -1.0, 0.5, 0.3]])
-        m[0].bias.zero_()
-    return X, torch.jit.script(m.eval())
+CFG = SHARDED_CFG
+_toy = linear_toy
 
 
 @pytest.fixture(scope="module")
 def toy():
     return _toy()
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
-        yield c
 
 
 def _same_history(a, b):

@@ -9,9 +9,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import _bruteforce as bf
+from _toys import SHARDED_CFG, linear_toy
 from advsyst.attacks import ConservAttack
 from advsyst.attacks import _final as F
 from advsyst.attacks.metrics import auroc
@@ -24,39 +24,8 @@ distributed = pytest.importorskip("distributed")
 from advsyst.distributed import ShardedAttackResult, sharded_attack  # noqa: E402
 from advsyst.distributed.shards import ShardActor  # noqa: E402
 
-CFG = {
-    "min_change": 0.01,
-    "step": 0.02,
-    "num_bins": 20,
-    "n_iterations": 3,
-    "max_jsd": 0.03,
-    "max_dfn": 0.03,
-    "block_size": 64,
-    "progress": False,
-}
-
-
-def _toy(n=500, d=4, seed=2):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, d))
-    X[:, 1] += 0.5 * X[:, 0]
-    torch.manual_seed(0)
-    m = torch.nn.Sequential(torch.nn.Linear(d, 1), torch.nn.Sigmoid())
-    with torch.no_grad():
-        m[0].weight[:] = torch.tensor([[2.0, -1.0, 0.5, 0.3]])
-        m[0].bias.zero_()
-    return X, torch.jit.script(m.eval())
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
-        yield c
+CFG = SHARDED_CFG
+_toy = linear_toy
 
 
 def _weighted_case(n=600, seed=11):

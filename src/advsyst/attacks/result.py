@@ -18,8 +18,23 @@ __all__ = ["AttackResult"]
 _ARRAYS = ("X_adv", "fooled", "moved", "pred_clean", "pred_adv", "attack_mask", "constraint_mask")
 
 
+class MetricsView:
+    """What every attack result offers on its ``metrics`` dict (one definition for the
+    in-memory :class:`AttackResult` and the sharded result that keeps its rows in files)."""
+
+    metrics: dict[str, Any]
+
+    @property
+    def fooling_ratio(self) -> float:
+        return float(self.metrics.get("fooling_ratio", np.nan))
+
+    def summary(self) -> dict[str, Any]:
+        """The scalar metrics (no per-feature arrays)."""
+        return {k: v for k, v in self.metrics.items() if np.ndim(v) == 0}
+
+
 @dataclass
-class AttackResult:
+class AttackResult(MetricsView):
     """Output of :class:`~advsyst.attacks.ConservAttack` (and compatible attacks).
 
     Attributes
@@ -60,14 +75,6 @@ class AttackResult:
     seed: int | None = None
     best_iteration: int | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def fooling_ratio(self) -> float:
-        return float(self.metrics.get("fooling_ratio", np.nan))
-
-    def summary(self) -> dict[str, Any]:
-        """The scalar metrics (no per-feature arrays)."""
-        return {k: v for k, v in self.metrics.items() if np.ndim(v) == 0}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write arrays and metadata into one ``.npz`` (atomically)."""

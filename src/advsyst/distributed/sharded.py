@@ -67,7 +67,7 @@ from advsyst._io import atomic_path, atomic_write_json, provenance, to_jsonable
 from advsyst.attacks.config import ConservAttackConfig
 from advsyst.attacks.conservattack import attack_result
 from advsyst.attacks.model import ModelAdapter
-from advsyst.attacks.result import _ARRAYS, AttackResult
+from advsyst.attacks.result import _ARRAYS, AttackResult, MetricsView
 from advsyst.distributed import _engine_glue as G
 from advsyst.distributed.attack import _accepts_n_workers, gpu_workers, serialize_model
 from advsyst.distributed.shards import ShardActor, ShardLostError, ShardSource
@@ -668,7 +668,7 @@ class _Coordinator:
 
 
 @dataclass
-class ShardedAttackResult:
+class ShardedAttackResult(MetricsView):
     """The result of :func:`sharded_attack` with ``output_dir``: metrics, history and
     provenance on the client, the per-event rows in one ``.npz`` per shard.
 
@@ -691,14 +691,6 @@ class ShardedAttackResult:
     seed: int | None = None
     best_iteration: int | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def fooling_ratio(self) -> float:
-        return float(self.metrics.get("fooling_ratio", np.nan))
-
-    def summary(self) -> dict[str, Any]:
-        """The scalar metrics (no per-feature arrays)."""
-        return {k: v for k, v in self.metrics.items() if np.ndim(v) == 0}
 
     def report(self) -> dict[str, Any]:
         """Everything but the rows, JSON-ready (what :meth:`save_report` writes)."""
