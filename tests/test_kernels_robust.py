@@ -172,3 +172,73 @@ def test_row_bounds_enclose_the_exact_value():
                     assert lo <= S <= hi
                     n_bounded += int(np.isfinite(lo))
     assert n_bounded > 100
+
+
+def _rows_exact_ok(X, w, i, j, xn, state):
+    """Whether every extra row of feature ``j`` stays within its limit if ``X[i, j]`` became
+    ``xn``: each row's value by _row_after (the update apply_move stores)."""
+    H0, H, hs, Ssum = state.H0, state.H, state.hs, state.Ssum
+    ka = state.kernel_args()
+    for r in range(1, len(state.binnings)):
+        row = r * D + j
+        a = K._slot_row(X[i, j], ka, row)
+        b = K._slot_row(xn, ka, row)
+        if K._row_after(H0, H, hs, Ssum, row, a, b, w[i])[0] > hs[2, row]:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_extra_rows_decision_cache_equals_row_by_row_check(seed):
+    """_extra_rows_ok with its per-row decision cache (and the rows it settles once with
+    _row_upper) answers, candidate after candidate, what the rows' values give, for
+    sequences that go back and forth between slots (random draws are not monotone), in a
+    moved state with signed weights, with limits at the rows' values so that they bind."""
+    rng, X0, X, w, state = _setup(seed)
+    ka = state.kernel_args()
+    nrow = len(state.binnings)
+    checked = failed = upper = 0
+    for i in [int(k) for k in np.nonzero(w < 0)[0][:4]] + list(rng.choice(N, 10, replace=False)):
+        for j in range(D):
+            # limits: each row at its current value times a factor around 1 (binding), or
+            # loose (settled at once by _row_upper where the row has no negative slot)
+            lim = np.maximum(state.Ssum, 1e-9) * rng.uniform(0.9, 1.6, state.Ssum.shape)
+            state.hs[2] = np.where(rng.random(lim.shape) < 0.3, lim + 1.0, lim)
+            ib, rb = K._row_work(nrow)
+            K._rows_reset(ib)
+            xs = X[i, j] + rng.normal(scale=0.8, size=40)
+            xs[10:20] = np.sort(xs[10:20])  # a monotone stretch: the cache hits
+            first = 1
+            for xn in xs:
+                ok, first = K._extra_rows_ok(X[i, j], xn, w[i], j, D, ka, ib, rb, first)
+                assert ok == _rows_exact_ok(X, w, i, j, xn, state), (i, j, xn)
+                checked += 1
+                failed += not ok
+            upper += int((ib[2, 1:] == -3).sum())
+    assert checked > 1000 and 0.1 * checked < failed < 0.9 * checked
+    assert upper > 0  # some rows were settled by _row_upper
+
+
+def test_row_upper_bounds_every_slot():
+    """_row_upper is at least the value _row_after computes for every destination slot
+    (the slot itself included) where it gives a bound, and gives none (inf) for a weight
+    <= 0, a slot that would be emptied, or a row with a negative slot (signed weights)."""
+    _, X0, X, w, state = _setup(5)
+    ka = state.kernel_args()
+    H0, H, hs, Ssum = state.H0, state.H, state.hs, state.Ssum
+    n_bounded = n_neg = 0
+    for row in range(H.shape[0]):
+        n_slots = int(hs[3, row]) + 2
+        neg = (H[row, :n_slots] < 0).any()
+        n_neg += int(neg)
+        for wt in (0.7, 1.9, -0.5):
+            for a in range(n_slots):
+                up = K._row_upper(wt, a, row, ka)
+                if wt <= 0 or not H[row, a] - wt > 0 or neg:
+                    assert up == np.inf
+                    continue
+                assert np.isfinite(up)
+                n_bounded += 1
+                for b in range(n_slots):
+                    assert K._row_after(H0, H, hs, Ssum, row, a, b, wt)[0] <= up
+    assert n_bounded > 50 and n_neg > 0

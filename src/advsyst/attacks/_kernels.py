@@ -332,9 +332,10 @@ def jsd_over(stats, j, d, max_jsd2):
 
 
 @njit(cache=True, inline="always")
-def _row_S(xj, xn, w, row, r, stats, a_r, last_b, S_r, base_r):
+def _row_S(xj, b, w, row, r, stats, a_r, last_b, S_r, base_r):
     """Σf of histogram row ``row`` (the ``r``-th row of its feature) if its current value
-    ``xj`` became ``xn``; bitwise the first value of :func:`_row_after`.
+    ``xj`` became one in slot ``b`` of that row (the caller has looked it up); bitwise the
+    first value of :func:`_row_after`.
 
     Per-row caches, filled on first use (``last_b[r] == -2``: not yet; see
     :func:`_rows_reset`): ``a_r[r]`` the slot of ``xj``; ``base_r[r]`` the part of the
@@ -346,7 +347,6 @@ def _row_S(xj, xn, w, row, r, stats, a_r, last_b, S_r, base_r):
     if lb == -2:
         _row_first(xj, w, row, r, stats, a_r, base_r)
         last_b[r] = -1
-    b = _slot_row(xn, stats, row)
     if b == lb:
         return S_r[r]
     last_b[r] = b
@@ -390,10 +390,19 @@ def _row_first(xj, w, row, r, stats, a_r, base_r):
 
 
 @njit(cache=True, inline="always")
-def _rows_reset(last_b):
-    """Empty the per-row caches of :func:`_row_S` (for a new old value)."""
-    for r in range(last_b.shape[0]):
-        last_b[r] = -2
+def _rows_reset(ib):
+    """Empty the per-row caches of :func:`_row_S` and :func:`_extra_rows_ok` (for a new old
+    value)."""
+    for r in range(ib.shape[1]):
+        ib[1, r] = -2
+        ib[2, r] = -2
+
+
+@njit(cache=True, inline="always")
+def _row_work(nrow):
+    """The per-row work arrays of :func:`_score` for ``nrow`` histogram rows per feature:
+    ``ib`` (3, nrow) ints and ``rb`` (3, nrow) floats (their contents are set there)."""
+    return np.empty((3, nrow), dtype=np.int64), np.empty((3, nrow))
 
 
 @njit(cache=True, inline="always")
@@ -444,36 +453,89 @@ def _row_bounds(w, a, b, row, stats):
 
 
 @njit(cache=True, inline="always")
-def _extra_rows_ok(xj, xn, w, j, d, stats, a_r, last_b, S_r, base_r, first):
+def _row_upper(w, a, row, stats):
+    """An upper bound, without logarithms, of the value of histogram row ``row`` after moving
+    weight ``w`` out of slot ``a`` into any slot (``a`` itself included), valid where the row
+    has no negative slot; inf where it does not apply (``w <= 0``, slot ``a`` would be
+    emptied, a negative slot: an O(K) scan of the row, made once per score and row).
+
+    The gaining slot's term is at most ``w/(2 Tq)`` (``df/dq = ½ log2(2q/(p + q)) <= ½``),
+    the losing slot's at most the ``hi_a`` of :func:`_row_bounds`; the margin of 1e-12 times
+    the magnitudes involved (the gaining slot's ``p``, ``q`` are at most 1, hence the 4) is
+    orders above the rounding of the computed value."""
+    H = stats[4]
+    ha = H[row, a]
+    if not (w > 0.0 and ha - w > 0.0):
+        return np.inf
+    hs = stats[5]
+    for k in range(int(hs[3, row]) + 2):
+        if H[row, k] < 0.0:
+            return np.inf
+    H0 = stats[3]
+    T0 = hs[0, row]
+    Tq = hs[1, row]
+    c = 0.5 * _LOG2E
+    e = w / Tq
+    pa = H0[row, a] / T0 if H0[row, a] > 0.0 else 0.0
+    qa = ha / Tq
+    qa2 = (ha - w) / Tq
+    lo_a = -c * e * (qa - pa) / (pa + qa)
+    hi_a = -c * e * (qa2 - pa) / (2.0 * qa2)
+    S = stats[6][row]
+    m = 1e-12 * (abs(S) + abs(lo_a) + abs(hi_a) + 2.0 * (pa + qa + e) + 4.0 + e)
+    up = S + hi_a + 0.5 * e + m
+    return up if up >= S else S  # S: the value if the slot does not change
+
+
+@njit(cache=True, inline="always")
+def _extra_rows_ok(xj, xn, w, j, d, stats, ib, rb, first):
     """True if every extra histogram row (r >= 1) of feature ``j`` stays within its limit
     ``hs[2]`` if the value became ``xn``.  A row is decided by the bounds of
     :func:`_row_bounds` where they settle it, else by its value (:func:`_row_S`).  The rows
     are checked from ``first`` on (the row that failed last, cyclically) and the check stops
     at the first failing row; returns (ok, the failing row or ``first``).  The order does
-    not change the answer."""
+    not change the answer.
+
+    Each row remembers its last decision (``ib[2, r]``: the slot, ``rb[2, r]``: the bound or
+    value that decided it), so a candidate in the same slot of that row as the previous one
+    checked costs one slot look-up: the decision is a function of the slot only (the state
+    does not change during a score).  ``ib[2, r] == -2``: nothing known yet, not even the
+    slot of ``xj`` in that row (:func:`_rows_reset`); ``-3``: the row stays within its limit
+    whatever the slot (:func:`_row_upper`), it is not looked at again."""
     hs = stats[5]
+    a_r = ib[0]
+    last_b = ib[1]
+    dec_b = ib[2]
+    dec_S = rb[2]
     nrow = a_r.shape[0]
     r = first
     for _ in range(nrow - 1):
         row = r * d + j
         lim = hs[2, row]
-        b = _slot_row(xn, stats, row)
-        if b == last_b[r]:
-            S = S_r[r]
-        else:
-            a = a_r[r] if last_b[r] != -2 else _slot_row(xj, stats, row)
-            if a == b:
-                S = stats[6][row]
+        if dec_b[r] == -2:
+            if last_b[r] == -2:  # else _row_S has filled it
+                a_r[r] = _slot_row(xj, stats, row)
+            dec_b[r] = -3 if _row_upper(w, a_r[r], row, stats) <= lim else -1
+        if dec_b[r] != -3:
+            b = _slot_row(xn, stats, row)
+            if b == dec_b[r]:
+                S = dec_S[r]
             else:
-                lo, hi = _row_bounds(w, a, b, row, stats)
-                if hi <= lim:
-                    S = hi
-                elif lo > lim:
-                    S = lo
+                a = a_r[r]
+                if a == b:
+                    S = stats[6][row]
                 else:
-                    S = _row_S(xj, xn, w, row, r, stats, a_r, last_b, S_r, base_r)
-        if S > lim:
-            return False, r
+                    lo, hi = _row_bounds(w, a, b, row, stats)
+                    if hi <= lim:
+                        S = hi
+                    elif lo > lim:
+                        S = lo
+                    else:
+                        S = _row_S(xj, b, w, row, r, stats, a_r, last_b, rb[0], rb[1])
+                dec_b[r] = b
+                dec_S[r] = S
+            if S > lim:
+                return False, r
         r += 1
         if r == nrow:
             r = 1
@@ -520,15 +582,14 @@ def score_feature(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmi
     """
     nrow = stats[0].shape[0] // x.shape[0]
     fb = np.empty((3, max(cand[4], cand[5], 1)))
-    ib = np.empty((2, nrow), dtype=np.int64)
-    rb = np.empty((2, nrow))
+    ib, rb = _row_work(nrow)
     return _score(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmissible, fb, ib, rb)
 
 
 @njit(cache=True)
 def _score(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmissible, fb, ib, rb):
     """:func:`score_feature` with its work arrays passed in (``fb`` (3, >= candidates)
-    floats, ``ib`` (2, R) ints, ``rb`` (2, R) floats; R histogram rows per feature), so that
+    floats, ``ib``, ``rb`` from :func:`_row_work`; R histogram rows per feature), so that
     a caller scoring many features allocates them once.
 
     How the choice is computed (none of it changes which move is chosen):
@@ -640,7 +701,7 @@ def _score(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmissible,
     last_b = ib[1]
     S_r = rb[0]
     base_r = rb[1]
-    _rows_reset(last_b)
+    _rows_reset(ib)
     max_jsd2 = max_jsd * max_jsd
     lim0 = hs[2, j]
 
@@ -662,6 +723,10 @@ def _score(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmissible,
     lb_j = 0.0
     lb_bad = False
     a0 = -1
+    e0 = edges[j]  # the own row's binning, looked up once (not per candidate)
+    lo0 = lo_e[j]
+    iw0 = inv_w[j]
+    K0 = int(hs[3, j])
     for k in range(n):
         delta = dl[k]
         if delta == 0.0:  # min_change = 0: the zero move is no candidate
@@ -670,12 +735,12 @@ def _score(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmissible,
         if skip_bad and not ok:  # inadmissible: the JSD is not needed
             continue
         xn = xj + delta
+        b0 = _slot(xn, e0, lo0, iw0, K0)
         if bound:
             # a candidate in a bin whose own-row value is not known yet: skip it when a
             # lower bound of that value already breaks the row's limit, or when the lower
             # bound of its score already reaches the best score (the value is then never
             # computed)
-            b0 = _slot_row(xn, stats, j)
             if b0 != last_b[0]:
                 if b0 != lb_b:
                     lb_b = b0
@@ -688,7 +753,7 @@ def _score(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmissible,
                     continue
                 if prune and lb_j + beta * ct[k] >= best_sc:
                     continue
-        S0 = _row_S(xj, xn, w, j, 0, stats, a_r, last_b, S_r, base_r)
+        S0 = _row_S(xj, b0, w, j, 0, stats, a_r, last_b, S_r, base_r)
         if S0 > lim0 or S0 > max_jsd2:
             if skip_bad:
                 continue
@@ -699,7 +764,7 @@ def _score(x, w, j, s, ev, cand, stats, budget, constrained, allow_inadmissible,
         sc = alpha * jsd + beta * ct[k]
         if ok and sc < best_sc:
             if nrow > 1:
-                ok, first = _extra_rows_ok(xj, xn, w, j, d, stats, a_r, last_b, S_r, base_r, first)
+                ok, first = _extra_rows_ok(xj, xn, w, j, d, stats, ib, rb, first)
             if ok:
                 best_sc = sc
                 best_d = delta
@@ -798,8 +863,7 @@ def score_block(X, wts, cons, events, ids, sign, movable, cand, stats, budget, a
         x = X[i]
         ci = _row_cand(cand, i)
         fb = np.empty((3, max(cand[4], cand[5], 1)))  # work arrays, one set per event
-        ib = np.empty((2, nrow), dtype=np.int64)
-        rb = np.empty((2, nrow))
+        ib, rb = _row_work(nrow)
         for j in range(d):
             if not movable[i, j]:
                 continue
@@ -844,8 +908,7 @@ def apply_block(X, wts, cons, events, ids, sign, deltas, status, cand, stats, bu
     undone = 0
     nrow = stats[0].shape[0] // d
     fb = np.empty((3, 0))  # work arrays of the re-scores, allocated at the first one
-    ib = np.empty((2, nrow), dtype=np.int64)
-    rb = np.empty((2, nrow))
+    ib, rb = _row_work(nrow)
     for t in range(m):
         i = events[t]
         for j in range(d):
@@ -898,8 +961,7 @@ def exact_pass(X, wts, cons, events, ids, sign, movable, cand, stats, budget, al
     sts = np.zeros((1, d), dtype=np.int8)
     nrow = stats[0].shape[0] // d
     fb = np.empty((3, max(cand[4], cand[5], 1)))  # work arrays of _score
-    ib = np.empty((2, nrow), dtype=np.int64)
-    rb = np.empty((2, nrow))
+    ib, rb = _row_work(nrow)
     for t in range(m):
         i = events[t]
         one[0] = i
