@@ -34,7 +34,7 @@ from advsyst.attacks.conservattack import order_violations
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from attack_throughput import make_dataset, train_tagger  # noqa: E402
-from sharded_attack import rate, run_sharded  # noqa: E402
+from sharded_attack import bench_config, rate, run_sharded  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -55,18 +55,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     X[:, :k] = -np.sort(-X[:, :k], axis=1)
     group = [list(range(k))]
     model, desc = train_tagger(X[:20000], y[:20000], args.seed, args.epochs, "cpu")
-    cfg = {
-        "min_change": 0.01,
-        "step": 0.02,
-        "num_bins": args.bins,
-        "n_iterations": args.iterations,
-        "max_jsd": 0.01,
-        "max_dfn": 0.01,
-        "optimize_already_fooled": True,
-        "block_size": args.block_size,
-        "bounds": [[-4.0] * args.d, [4.0] * args.d],
-        "progress": False,
-    }
+    cfg = bench_config(args)
     ordered = {**cfg, "keep_order": group}
     ConservAttack({**ordered, "n_iterations": 1}).run(X[:400], model)  # JIT warm-up
     t0 = time.perf_counter()

@@ -63,11 +63,7 @@ def data_file(sample_factory) -> Path:
 def client():
     """A dask client on an in-process LocalCluster of 2 single-thread workers, one per test
     module (test_sharded_processes.py overrides it with worker processes)."""
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
+    from _cluster import inproc_cluster
+
+    with inproc_cluster() as (_, c):
         yield c

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import _bruteforce as bf
+from _cluster import inproc_cluster, worker_closer
 from _toys import fit_mlp
 from advsyst.attacks import ConservAttack
 from advsyst.attacks.conservattack import order_bounds, order_violations, resolve_order_groups
@@ -236,24 +237,13 @@ def test_sharded_rebuild_mid_iteration(sharded_toy, single_ordered):
     iteration's start (it replays the earlier iterations, begins the iteration, then
     replays the iteration's moves): bit for bit the single-process run (with the bounds of
     the clean rows instead, it is not)."""
-    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("distributed")
     from advsyst.distributed import sharded_attack
 
     X, model, w = sharded_toy
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
-        closed = []
-
-        def close_worker(ev):
-            if not closed and ev["iteration"] == 2 and ev["round"] == 3:
-                addr = ev["shards"][1]["worker"]
-                wk = next(x for x in cluster.workers.values() if x.address == addr)
-                cluster.sync(wk.close)
-                closed.append(addr)
+    with inproc_cluster() as (cluster, c):
+        close_worker = worker_closer(cluster)
+        closed = close_worker.closed
 
         res = sharded_attack(c, X, model, weights=w, feature_names=NAMES, config=MID_CFG,
                              callback=close_worker)  # fmt: skip

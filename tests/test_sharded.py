@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from _cluster import inproc_cluster, worker_closer
 from _toys import SHARDED_CFG, linear_toy
 from advsyst.attacks import ConservAttack
 from advsyst.errors import ConfigError, InputError
@@ -252,20 +253,9 @@ def test_lost_worker_in_process_is_rebuilt(toy):
     """A worker closed mid-attack (in-process cluster; the killed-process version is in
     test_sharded_processes.py): its shard is rebuilt on the other worker from the log."""
     X, model = toy
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
-        closed = []
-
-        def close_worker(ev):
-            if not closed and ev["iteration"] == 2 and ev["round"] == 3:
-                addr = ev["shards"][1]["worker"]
-                w = next(w for w in cluster.workers.values() if w.address == addr)
-                cluster.sync(w.close)
-                closed.append(addr)
+    with inproc_cluster() as (cluster, c):
+        close_worker = worker_closer(cluster)
+        closed = close_worker.closed
 
         res = sharded_attack(c, X, model, config=CFG, callback=close_worker)
     assert closed

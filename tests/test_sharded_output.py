@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import _bruteforce as bf
+from _cluster import inproc_cluster
 from _toys import SHARDED_CFG, linear_toy
 from advsyst.attacks import ConservAttack
 from advsyst.attacks import _final as F
@@ -299,12 +300,7 @@ def test_worker_lost_during_the_final_recheck(monkeypatch):
 
     X, model = _toy(n=400, seed=9)
     cfg = {**CFG, "n_iterations": 2}
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
+    with inproc_cluster() as (cluster, c):
         closed = []
         orig = sh._Coordinator.call
 
