@@ -406,6 +406,24 @@ def _row_work(nrow):
 
 
 @njit(cache=True, inline="always")
+def _losing_slot(w, ha, a, row, stats):
+    """The slot that loses weight ``w`` (content ``ha``) in the bounds of :func:`_row_bounds`
+    and :func:`_row_upper`: ``(e, pa, qa, lo_a, hi_a)`` with ``e = w/Tq``, the slot's clean
+    and current fractions and the lower and upper bound of its term's change."""
+    H0 = stats[3]
+    hs = stats[5]
+    Tq = hs[1, row]
+    c = 0.5 * _LOG2E
+    e = w / Tq
+    pa = H0[row, a] / hs[0, row] if H0[row, a] > 0.0 else 0.0
+    qa = ha / Tq
+    qa2 = (ha - w) / Tq
+    lo_a = -c * e * (qa - pa) / (pa + qa)
+    hi_a = -c * e * (qa2 - pa) / (2.0 * qa2)
+    return e, pa, qa, lo_a, hi_a
+
+
+@njit(cache=True, inline="always")
 def _row_bounds(w, a, b, row, stats):
     """Bounds, without logarithms, of the value :func:`_row_after` (and :func:`_row_S`)
     computes for moving weight ``w > 0`` from slot ``a`` to slot ``b != a`` of histogram
@@ -431,17 +449,10 @@ def _row_bounds(w, a, b, row, stats):
         return -np.inf, np.inf  # not the O(1) case of _row_after, or a weight <= 0
     H0 = stats[3]
     hs = stats[5]
-    T0 = hs[0, row]
-    Tq = hs[1, row]
     c = 0.5 * _LOG2E
-    e = w / Tq
-    pa = H0[row, a] / T0 if H0[row, a] > 0.0 else 0.0
-    pb = H0[row, b] / T0 if H0[row, b] > 0.0 else 0.0
-    qa = ha / Tq
-    qa2 = (ha - w) / Tq
-    qb = hb / Tq
-    lo_a = -c * e * (qa - pa) / (pa + qa)
-    hi_a = -c * e * (qa2 - pa) / (2.0 * qa2)
+    e, pa, qa, lo_a, hi_a = _losing_slot(w, ha, a, row, stats)
+    pb = H0[row, b] / hs[0, row] if H0[row, b] > 0.0 else 0.0
+    qb = hb / hs[1, row]
     hi_b = c * e * (qb + e - pb) / (pb + qb + e)
     lo_b = c * e * (qb - pb) / (2.0 * qb) if qb > 0.0 else -np.inf
     S = stats[6][row]
@@ -471,16 +482,7 @@ def _row_upper(w, a, row, stats):
     for k in range(int(hs[3, row]) + 2):
         if H[row, k] < 0.0:
             return np.inf
-    H0 = stats[3]
-    T0 = hs[0, row]
-    Tq = hs[1, row]
-    c = 0.5 * _LOG2E
-    e = w / Tq
-    pa = H0[row, a] / T0 if H0[row, a] > 0.0 else 0.0
-    qa = ha / Tq
-    qa2 = (ha - w) / Tq
-    lo_a = -c * e * (qa - pa) / (pa + qa)
-    hi_a = -c * e * (qa2 - pa) / (2.0 * qa2)
+    e, pa, qa, lo_a, hi_a = _losing_slot(w, ha, a, row, stats)
     S = stats[6][row]
     m = 1e-12 * (abs(S) + abs(lo_a) + abs(hi_a) + 2.0 * (pa + qa + e) + 4.0 + e)
     up = S + hi_a + 0.5 * e + m
